@@ -1,0 +1,28 @@
+"""selfexplain: train language models to explain themselves, and measure whether it beats
+human-centric interpretability.
+
+Front door::
+
+    import selfexplain as se
+    se.list_benchmarks(); se.list_explainers(); se.list_models()
+    subject = se.load_model("smollm2")
+    results = se.run(se.RunConfig(benchmarks="patching"))
+"""
+
+__version__ = "0.1.0"
+
+from .benchmarks import get_benchmark, list_benchmarks, register_benchmark  # noqa: E402
+from .config import RunConfig  # noqa: E402
+from .explainers import list_explainers  # noqa: E402
+from .models import list_models, load_model, wrap_model  # noqa: E402
+
+
+def run(config: "RunConfig") -> dict:
+    """Run (or resume) a benchmark suite; returns the results dict also saved in the run dir."""
+    from .runs import Run
+
+    return Run(config).execute()
+
+
+__all__ = ["RunConfig", "get_benchmark", "list_benchmarks", "list_explainers", "list_models",
+           "load_model", "register_benchmark", "run", "wrap_model"]

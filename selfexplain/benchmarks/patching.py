@@ -1,0 +1,300 @@
+"""Benchmark 1, patching: predict the subject's answer after an activation patch.
+
+A multiple-choice factual prompt about a base entity is run with the residual stream at
+(layer block, token) replaced by its value on the same prompt about a counterfactual entity.
+Ground truth is the subject's greedy answer after the patch: "unchanged from Y" or
+"changes to Z". The explainer's query carries the text and the patch vector itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from ..config import RunConfig
+from ..explainers.base import Explainer, Explanation
+from ..explainers.baselines import HeuristicExplainer
+from ..facts import Fact, data_root, load_facts
+from ..interventions import Patch, patch_residual, record_residual
+from ..metrics import bootstrap_macro_f1, bootstrap_mean
+from ..models import LoadedModel, eval_mode
+from ..prompts import load_templates
+from ..records import Provenance, Record
+from .base import Benchmark, GroundTruth, balanced_sample
+
+TOKEN_TYPES = ("subject_question", "subject_answer", "last")
+_ANSWER = re.compile(r"^\s*(unchanged from|changes to)\s+(.+?)\s*\.?\s*$", re.IGNORECASE)
+
+
+@dataclass
+class Item:
+    """One (base, counterfactual) pair with its options."""
+
+    base: Fact
+    cf: Fact
+    options: list[str]
+    split: str
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    positions: dict[str, int]  # token type -> position
+    tokens: dict[str, str]     # token type -> token text
+
+
+def layer_blocks(n_layers: int, n_blocks: int = 6) -> list[tuple[int, int]]:
+    """Contiguous, near-equal layer blocks [first, last] covering every layer."""
+    n_blocks = min(n_blocks, n_layers)
+    bounds = [round(i * n_layers / n_blocks) for i in range(n_blocks + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(n_blocks)]
+
+
+def parse_answer(text: str) -> tuple[bool | None, str]:
+    """(changed?, answer content) of an explainer's output; (None, '') when unparseable."""
+    m = _ANSWER.match(text.strip().split("\n")[0])
+    if not m:
+        return None, ""
+    return m.group(1).lower() == "changes to", normalize(m.group(2))
+
+
+def normalize(text: str) -> str:
+    return re.sub(r"[^\w]+", " ", text.lower()).strip()
+
+
+class PatchingBenchmark(Benchmark):
+    name = "patching"
+    description = "predict the subject's answer after activation patching (layer block x token)"
+    primary_metric = "exact_match"
+
+    def __init__(self, n_blocks: int = 6, test_fraction: float = 0.3):
+        self.t = load_templates("patching")
+        self.n_blocks = n_blocks
+        self.test_fraction = test_fraction
+
+    # ----- prompts -------------------------------------------------------------------------
+    def respond_line(self, options: Sequence[str]) -> str:
+        return self.t["respond"].format(options=self.t["option_separator"].join(options))
+
+    def subject_text(self, tokenizer, fact: Fact, options: Sequence[str]) -> tuple[str, bool]:
+        """The subject's prompt: chat template (if any) with the statement as the reply's start."""
+        user = f"{fact.question}\n{self.respond_line(options)}"
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template([{"role": "user", "content": user}],
+                                                 add_generation_prompt=True, tokenize=False)
+            return text + fact.statement, False
+        return f"{user}\n{fact.statement}", True
+
+    def encode(self, subject: LoadedModel, fact: Fact, options: Sequence[str]) -> Encoded:
+        tok = subject.tokenizer
+        text, special = self.subject_text(tok, fact, options)
+        enc = tok(text, add_special_tokens=special, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        q_start = text.rfind(fact.question)
+        ends = {"subject_question": text.find(fact.entity, q_start) + len(fact.entity),
+                "subject_answer": text.rfind(fact.entity) + len(fact.entity)}
+        positions = {"last": len(ids) - 1}
+        for kind, end in ends.items():
+            positions[kind] = next(i for i, (s, e) in enumerate(offsets) if s < end <= e or (e == end and e > s))
+        tokens = {k: tok.decode([ids[p]]).strip() for k, p in positions.items()}
+        return Encoded(ids, positions, tokens)
+
+    def first_token(self, subject: LoadedModel, option: str) -> int:
+        return subject.tokenizer(" " + option, add_special_tokens=False)["input_ids"][0]
+
+    # ----- items ---------------------------------------------------------------------------
+    def make_items(self, subject: LoadedModel, facts: list[Fact], rng: random.Random) -> list[Item]:
+        """Pair each base fact with a counterfactual entity of the same relation and side."""
+        entities = sorted({f.entity for f in facts})
+        rng.shuffle(entities)
+        n_test = int(round(self.test_fraction * len(entities)))
+        side = {e: ("test" if i < n_test else "train") for i, e in enumerate(entities)}
+        by_rel: dict[tuple[str, str], list[Fact]] = {}
+        for f in facts:
+            by_rel.setdefault((f.relation, side[f.entity]), []).append(f)
+        unknown_tok = self.first_token(subject, self.t["unknown"])
+        items: list[Item] = []
+        for (relation, split), group in sorted(by_rel.items()):
+            answers = sorted({f.answer for f in group})
+            for base in group:
+                for _ in range(20):
+                    cf = rng.choice(group)
+                    distractor = rng.choice(answers)
+                    opts = [base.answer, cf.answer, distractor]
+                    firsts = {self.first_token(subject, o) for o in opts} | {unknown_tok}
+                    if cf.entity != base.entity and len(set(opts)) == 3 and len(firsts) == 4:
+                        rng.shuffle(opts)
+                        items.append(Item(base, cf, opts, split))
+                        break
+        rng.shuffle(items)
+        return items
+
+    def _patched_answers(self, subject: LoadedModel, ids: list[int], cache, start: int, n_rows: int,
+                         patches: list[Patch]) -> torch.Tensor:
+        """Next-token argmax of `n_rows` patched copies of `ids`.
+
+        Tokens before `start` (the patched position) are identical in every copy and in the
+        clean run, so their KV cache is reused: only the suffix is recomputed.
+        """
+        device = subject.device
+        past = copy.deepcopy(cache)
+        past.crop(start - len(ids))  # remove the tokens from `start` on
+        past.batch_repeat_interleave(n_rows)
+        suffix = torch.tensor([ids[start:]] * n_rows, device=device)
+        positions = torch.arange(start, len(ids), device=device).expand(n_rows, -1)
+        shifted = [Patch(p.row, p.layer, p.position - start, p.vector) for p in patches]
+        with subject.autocast(), patch_residual(subject.model, shifted):
+            logits = subject.model(input_ids=suffix, past_key_values=past, position_ids=positions,
+                                   use_cache=True, logits_to_keep=1).logits[:, -1]
+        return logits.float().argmax(-1)
+
+    def answer_label(self, subject: LoadedModel, token: int, options: Sequence[str]) -> str:
+        for opt in list(options) + [self.t["unknown"]]:
+            if token == self.first_token(subject, opt):
+                return opt
+        return subject.tokenizer.decode([token]).strip() or "<blank>"
+
+    # ----- ground truth --------------------------------------------------------------------
+    @torch.no_grad()
+    def build_records(self, subject: LoadedModel, config: RunConfig, progress=None) -> GroundTruth:
+        rng = random.Random(config.seed)
+        facts = load_facts([s.strip() for s in config.sources.split(",")], data_root(config.data_root or None))
+        blocks = layer_blocks(subject.num_layers, self.n_blocks)
+        items = self.make_items(subject, facts, rng)
+        # Items are processed until each side has enough records: the test side needs
+        # n_test/2 of each class (it is balanced), the training side n_train in all.
+        need = {("test", True): config.n_test // 2, ("test", False): config.n_test // 2,
+                ("train", None): config.n_train}
+        have = dict.fromkeys(need, 0)
+
+        def wanted(split: str) -> bool:
+            return any(have[k] < n for k, n in need.items() if k[0] == split)
+        layers = list(range(subject.num_layers))
+        raw: list[Record] = []
+        n_clean_correct = 0
+        base_kept = 0
+        used_items = 0
+        with eval_mode(subject.model):
+            for item in items:
+                if not wanted(item.split):
+                    if not wanted("train") and not wanted("test"):
+                        break
+                    continue
+                used_items += 1
+                base = self.encode(subject, item.base, item.options)
+                cf = self.encode(subject, item.cf, item.options)
+                ids = torch.tensor([base.ids], device=subject.device)
+                with subject.autocast():
+                    out = subject.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                clean = self.answer_label(subject, int(out.logits[0, -1].float().argmax()), item.options)
+                if progress is not None:
+                    progress(1)
+                if clean not in item.options:  # the subject does not pick an option: no clean answer
+                    continue
+                base_kept += 1
+                n_clean_correct += clean == item.base.answer
+                cf_ids = torch.tensor([cf.ids], device=subject.device)
+                with record_residual(subject.model, layers) as resid, subject.autocast():
+                    cf_logits = subject.model(input_ids=cf_ids, logits_to_keep=1).logits[0, -1]
+                cf_clean = self.answer_label(subject, int(cf_logits.float().argmax()), item.options)
+                rows, answers = [], []
+                for kind in TOKEN_TYPES:
+                    kind_rows = [((first, last), kind) for first, last in blocks]
+                    patches = [Patch(i, layer, base.positions[kind], resid[layer][0, cf.positions[kind]])
+                               for i, ((first, last), _) in enumerate(kind_rows) for layer in range(first, last + 1)]
+                    rows += kind_rows
+                    answers += self._patched_answers(subject, base.ids, out.past_key_values,
+                                                     base.positions[kind], len(kind_rows), patches).tolist()
+                for row, ((first, last), kind) in enumerate(rows):
+                    after = self.answer_label(subject, int(answers[row]), item.options)
+                    raw.append(self._record(subject, config, item, base, cf, (first, last), kind, clean, cf_clean,
+                                            after, resid[last][0, cf.positions[kind]].float().cpu()))
+                    key = (item.split, None) if item.split == "train" else (item.split, after != clean)
+                    have[key] += 1
+        by_split = {s: [r for r in raw if r.split == s] for s in ("train", "test")}
+        changed = lambda r: r.context["changed"]  # noqa: E731
+        test = balanced_sample(by_split["test"], changed, config.n_test, rng, strict=True)
+        train = balanced_sample(by_split["train"], changed, config.n_train, rng, strict=False)
+        stats = {
+            "n_items": used_items, "n_candidate_items": len(items), "n_items_with_option_answer": base_kept,
+            "subject_accuracy_unpatched": n_clean_correct / max(1, base_kept),
+            "raw_changed_rate": sum(map(changed, raw)) / max(1, len(raw)),
+            "n_raw_records": len(raw),
+            "train_changed_rate": sum(map(changed, train)) / max(1, len(train)),
+            "test_changed_rate": sum(map(changed, test)) / max(1, len(test)),
+            "changed_rate_by_cell": _rate_by_cell(raw),
+            "layer_blocks": blocks,
+        }
+        return GroundTruth(train + test, stats)
+
+    def _record(self, subject, config, item: Item, base: Encoded, cf: Encoded, block, kind, clean, cf_clean,
+                after, vector) -> Record:
+        changed = after != clean
+        answer = (self.t["answer_changed"] if changed else self.t["answer_unchanged"]).format(
+            answer=after if changed else clean)
+        query = self.t["query"].format(
+            question=item.base.question, options=", ".join(item.options) + " or " + self.t["unknown"],
+            first_layer=block[0], last_layer=block[1], token=base.tokens[kind],
+            token_type=self.t["token_types"][kind], cf_entity=item.cf.entity)
+        rid = f"patching/{item.base.relation}/{item.base.entity}/{item.cf.entity}/L{block[0]}-{block[1]}/{kind}"
+        return Record(
+            id=rid, benchmark=self.name, split=item.split, group=item.base.entity, query=query, answer=answer,
+            provenance=Provenance(subject.name, "activation_patching",
+                                  {"layers": list(range(block[0], block[1] + 1)), "token_type": kind,
+                                   "source": item.base.source, "vector_layer": block[1]}, config.seed),
+            context={"relation": item.base.relation, "entity": item.base.entity, "cf_entity": item.cf.entity,
+                     "options": item.options, "true_answer": item.base.answer, "clean_answer": clean,
+                     "cf_clean_answer": cf_clean, "patched_answer": after, "changed": changed,
+                     "block": list(block), "token_type": kind,
+                     "subject_correct": clean == item.base.answer},
+            vector=vector,
+        )
+
+    # ----- scoring -------------------------------------------------------------------------
+    def score(self, records: Sequence[Record], explanations: Sequence[Explanation]) -> dict[str, list]:
+        out: dict[str, list] = {"exact_match": [], "changed_pred": [], "changed_true": [], "content_match": [],
+                                "parsed": []}
+        for r, e in zip(records, explanations):
+            pred_changed, pred_content = parse_answer(e.text)
+            true_changed, true_content = parse_answer(r.answer)
+            out["exact_match"].append(float(pred_changed == true_changed and pred_content == true_content))
+            out["changed_pred"].append(pred_changed)
+            out["changed_true"].append(true_changed)
+            out["content_match"].append(float(pred_content == normalize(r.context["patched_answer"])))
+            out["parsed"].append(float(pred_changed is not None))
+        return out
+
+    def summarize(self, records: Sequence[Record], scores: dict[str, list], seed: int) -> dict[str, Any]:
+        right = [i for i, r in enumerate(records) if r.context.get("subject_correct")]
+        return {
+            "exact_match": bootstrap_mean(scores["exact_match"], seed).to_dict(),
+            "changed_macro_f1": bootstrap_macro_f1(scores["changed_true"], scores["changed_pred"], seed).to_dict(),
+            "content_match": bootstrap_mean(scores["content_match"], seed).to_dict(),
+            "parse_rate": float(sum(scores["parsed"]) / max(1, len(scores["parsed"]))),
+            "exact_match_subject_correct": bootstrap_mean([scores["exact_match"][i] for i in right], seed).to_dict(),
+        }
+
+    def instruction(self) -> str:
+        return self.t["instruction"]
+
+    def example_key(self, record: Record) -> str:
+        return "changed" if record.context["changed"] else "unchanged"
+
+    def heuristics(self) -> list[Explainer]:
+        unchanged = self.t["answer_unchanged"]
+        return [HeuristicExplainer(
+            "never-changes", lambda r: unchanged.format(answer=r.context["clean_answer"]),
+            "always 'unchanged from <the subject's unpatched answer>'")]
+
+
+def _rate_by_cell(records: Sequence[Record]) -> dict[str, float]:
+    cells: dict[str, list[bool]] = {}
+    for r in records:
+        key = f"L{r.context['block'][0]}-{r.context['block'][1]}/{r.context['token_type']}"
+        cells.setdefault(key, []).append(r.context["changed"])
+    return {k: sum(v) / len(v) for k, v in cells.items()}

@@ -1,0 +1,64 @@
+"""Typed run configuration: saved next to every run, and the source of the CLI's options."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run's results (same config + seed -> same numbers)."""
+
+    benchmarks: str = field(default="patching", metadata={"help": "comma-separated benchmark names"})
+    subject: str = field(default="smollm2", metadata={"help": "subject model: registered name, .gguf, dir or HF id"})
+    other: str = field(default="gemma3-270m", metadata={"help": "model of the 'other' explainer"})
+    explainers: str = field(default="all", metadata={"help": "comma-separated explainer names, or 'all'"})
+    data_root: str = field(default="", metadata={"help": "directory of the shared datasets (or $SELFEXPLAIN_DATA_ROOT)"})
+    sources: str = field(default="facts", metadata={"help": "fact sources: facts, counterfact, lre"})
+    output_dir: str = field(default="runs", metadata={"help": "where run directories are written"})
+    seed: int = field(default=0, metadata={"help": "seed for sampling, splits, training and bootstrap"})
+    mode: str = field(default="quick", metadata={"help": "quick (CPU, minutes) or full (GPU)"})
+    n_train: int = field(default=0, metadata={"help": "training records (0: the mode's default)"})
+    n_test: int = field(default=0, metadata={"help": "test records (0: the mode's default)"})
+    epochs: float = field(default=0.0, metadata={"help": "training epochs (0: the mode's default)"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "LoRA learning rate"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    batch_size: int = field(default=8, metadata={"help": "training batch size"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow models with custom code"})
+
+    MODES = {"quick": {"n_train": 1500, "n_test": 400, "epochs": 1.0},
+             "full": {"n_train": 20000, "n_test": 2000, "epochs": 2.0}}
+
+    def resolved(self) -> "RunConfig":
+        """A copy with mode defaults filled in and values checked."""
+        if self.mode not in self.MODES:
+            raise ConfigError(f"mode must be one of {', '.join(self.MODES)}, not '{self.mode}'")
+        values = asdict(self)
+        for key, default in self.MODES[self.mode].items():
+            if not values[key]:
+                values[key] = default
+        cfg = RunConfig(**values)
+        if cfg.n_train < 8 or cfg.n_test < 4:
+            raise ConfigError("n_train must be >= 8 and n_test >= 4")
+        if not 0 < cfg.learning_rate < 1:
+            raise ConfigError("learning_rate must be in (0, 1)")
+        return cfg
+
+    def benchmark_list(self) -> list[str]:
+        return [b.strip() for b in self.benchmarks.split(",") if b.strip()]
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{path}: unknown config keys {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,54 @@
+"""The one call signature every explainer shares: records in, Explanations out."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from ..records import Record
+
+
+@dataclass
+class Explanation:
+    """An explainer's answer to one query, with what it cost."""
+
+    text: str
+    forward_passes: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Explainer(ABC):
+    """Answers queries about the subject. Benchmarks never special-case a source.
+
+    `fit` sees only training records; `explain` sees test records but must read only
+    `query`, `vector` and `context` (never `answer`).
+    """
+
+    name: str = "explainer"
+    description: str = ""
+
+    def fit(self, train: Sequence[Record]) -> None:  # noqa: B027 - optional hook
+        """Learn from training records (no-op for untrained explainers)."""
+
+    @abstractmethod
+    def explain(self, queries: Sequence[Record]) -> list[Explanation]:
+        ...
+
+
+class Stopwatch:
+    """Per-item wall time of a batch of explanations."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+    def per_item(self, n: int) -> float:
+        return self.seconds / max(1, n)

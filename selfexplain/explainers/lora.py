@@ -1,0 +1,58 @@
+"""LoRA explainers: `self` (the subject + adapter) and `other` (a different model + adapter)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..generation import encode_query, greedy_generate
+from ..models import LoadedModel
+from ..records import Record
+from ..training import Projector, TrainConfig, train_explainer
+from .base import Explainer, Explanation, Stopwatch
+
+
+class LoRAExplainer(Explainer):
+    """A model fine-tuned (LoRA + vector projector) on the subject's ground-truth records."""
+
+    def __init__(self, name: str, load: Callable[[], LoadedModel], train_config: TrainConfig,
+                 output_dir: Path, description: str = "", max_new_tokens: int = 8, progress=None):
+        self.name = name
+        self.description = description
+        self._load = load
+        self.train_config = train_config
+        self.output_dir = output_dir
+        self.max_new_tokens = max_new_tokens
+        self.progress = progress
+        self.loaded: LoadedModel | None = None
+        self.projector: Projector | None = None
+
+    def fit(self, train: Sequence[Record]) -> None:
+        base = self._load()
+        dims = {r.vector.shape[-1] for r in train if r.vector is not None}
+        self.loaded, self.projector = train_explainer(
+            base, train, self.train_config, self.output_dir,
+            vector_dim=dims.pop() if dims else None, progress=self.progress)
+
+    def explain(self, queries: Sequence[Record]) -> list[Explanation]:
+        if self.loaded is None:
+            raise RuntimeError(f"explainer '{self.name}' must be fitted before explain()")
+        prompts = [encode_query(self.loaded, q.query) for q in queries]
+        with Stopwatch() as sw:
+            texts = greedy_generate(self.loaded, prompts, [q.vector for q in queries], self.projector,
+                                    max_new_tokens=self.max_new_tokens)
+        per = sw.per_item(len(queries))
+        return [Explanation(t, forward_passes=1 + len(self.loaded.tokenizer(t)["input_ids"]), seconds=per)
+                for t in texts]
+
+
+def copy_of(loaded: LoadedModel) -> LoadedModel:
+    """A deep copy, so training an adapter never alters the subject used for ground truth."""
+    return LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.name, loaded.source,
+                       loaded.placeholder_id)
+
+
+__all__ = ["LoRAExplainer", "copy_of", "torch"]

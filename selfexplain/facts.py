@@ -1,0 +1,123 @@
+"""Factual prompt sources: the embedded fact set, CounterFact and the LRE relations.
+
+Every source yields `Fact`s: (relation, entity, answer) with a question and a statement
+prefix whose next token is the answer. Malformed rows raise a DataError naming file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Iterator
+
+from .errors import DataError
+from .prompts import load_templates
+
+DATA_ROOT_ENV = "SELFEXPLAIN_DATA_ROOT"
+
+
+@dataclass(frozen=True)
+class Fact:
+    relation: str
+    entity: str
+    answer: str
+    question: str
+    statement: str
+    source: str
+
+
+def data_root(explicit: str | Path | None) -> Path | None:
+    """The data root: the explicit option, else $SELFEXPLAIN_DATA_ROOT, else None."""
+    root = explicit or os.environ.get(DATA_ROOT_ENV)
+    if not root:
+        return None
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data root {path} is not a directory")
+    return path
+
+
+def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+    """(line number, row) for each row; malformed rows raise a DataError with file:line."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            missing = [k for k in required if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+            yield lineno, row
+
+
+def embedded_facts() -> list[Fact]:
+    """Facts from the fact set shipped with selfexplain (countries and cities)."""
+    templates = load_templates("patching")["relations"]
+    path = Path(str(files("selfexplain").joinpath("data/facts.jsonl")))
+    facts = []
+    for _, row in read_jsonl(path, ("entity", "kind")):
+        for relation, spec in templates.items():
+            if row["kind"] == spec["kind"] and row.get(spec["field"]):
+                facts.append(Fact(relation, row["entity"], row[spec["field"]],
+                                  spec["question"].format(entity=row["entity"]),
+                                  spec["statement"].format(entity=row["entity"]), "embedded"))
+    return facts
+
+
+def _external(relation: str, entity: str, answer: str, template: str, source: str) -> Fact:
+    statement = template.replace("{}", entity, 1)
+    question = load_templates("patching")["external_question"].format(statement=statement)
+    return Fact(relation, entity, answer, question, statement, source)
+
+
+def counterfact_facts(path: Path) -> list[Fact]:
+    """CounterFact rows (ROME format): the relation template with the true object."""
+    file = path / "counterfact_val.jsonl" if path.is_dir() else path
+    facts = []
+    for _, row in read_jsonl(file, ("subject", "prompt", "target_true")):
+        template = row.get("relation_template") or row["prompt"].replace(row["subject"], "{}", 1)
+        if "{}" in template and not template.rstrip().endswith("{}"):
+            facts.append(_external(template, row["subject"], row["target_true"], template, "counterfact"))
+    return facts
+
+
+def lre_facts(path: Path) -> list[Fact]:
+    """LRE factual relations: samples.jsonl joined with the zero-shot templates of relations.jsonl."""
+    directory = path if path.is_dir() else path.parent
+    templates = {}
+    for _, row in read_jsonl(directory / "relations.jsonl", ("relation", "prompt_templates_zs")):
+        declarative = [t for t in row["prompt_templates_zs"] if "?" not in t]
+        templates[row["relation"]] = (declarative or row["prompt_templates_zs"])[0]
+    facts = []
+    for lineno, row in read_jsonl(directory / "samples.jsonl", ("relation", "subject", "object")):
+        if row["relation"] not in templates:
+            raise DataError(f"{directory / 'samples.jsonl'}:{lineno}: unknown relation {row['relation']!r}")
+        facts.append(_external(row["relation"], row["subject"], row["object"], templates[row["relation"]], "lre"))
+    return facts
+
+
+SOURCES = {"facts": None, "counterfact": "counterfact", "lre": "lre_relations"}
+
+
+def load_facts(sources: list[str], root: Path | None) -> list[Fact]:
+    """Facts from the named sources; 'counterfact' and 'lre' read from the data root."""
+    facts: list[Fact] = []
+    for source in sources:
+        if source not in SOURCES:
+            raise DataError(f"unknown fact source '{source}' (choose from {', '.join(SOURCES)})")
+        if source == "facts":
+            facts += embedded_facts()
+            continue
+        if root is None:
+            raise DataError(f"fact source '{source}' needs a data root (--data-root or ${DATA_ROOT_ENV})")
+        loader = counterfact_facts if source == "counterfact" else lre_facts
+        facts += loader(root / SOURCES[source])
+    return facts

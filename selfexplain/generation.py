@@ -1,0 +1,105 @@
+"""Tokenizing explainer queries (with the vector placeholder) and batched greedy decoding."""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+
+from .interventions import inject_at_placeholder, left_pad
+from .models import LoadedModel, eval_mode
+from .records import VECTOR_MARKER
+
+
+def encode_query(loaded: LoadedModel, text: str, add_special_tokens: bool = True) -> list[int]:
+    """Token ids of `text`, with each VECTOR_MARKER as exactly one placeholder token."""
+    tok = loaded.tokenizer
+    pieces = text.split(VECTOR_MARKER)
+    ids: list[int] = tok(pieces[0], add_special_tokens=add_special_tokens)["input_ids"]
+    for piece in pieces[1:]:
+        ids.append(loaded.placeholder_id)
+        if piece:
+            ids.extend(tok(piece, add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def encode_answer(loaded: LoadedModel, answer: str) -> list[int]:
+    """Answer ids followed by EOS, so a trained explainer learns where to stop."""
+    ids = loaded.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    return ids + [loaded.tokenizer.eos_token_id]
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped by similar length: left padding stays minimal."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def greedy_generate(
+    loaded: LoadedModel,
+    prompts: Sequence[Sequence[int]],
+    vectors: Sequence[torch.Tensor | None] | None = None,
+    projector: torch.nn.Module | None = None,
+    max_new_tokens: int = 8,
+    batch_size: int = 16,
+    stop_at_newline: bool = True,
+    prefix: Sequence[int] | None = None,
+    prefix_vectors: torch.Tensor | None = None,
+    progress=None,
+) -> list[str]:
+    """Greedy continuations of many prompts, batched by length with a KV cache.
+
+    `prefix` (e.g. few-shot examples) precedes every prompt; it is run once and its KV cache
+    shared by all batches. `prefix_vectors` are injected at its placeholders.
+    """
+    model, tok = loaded.model, loaded.tokenizer
+    device = loaded.device
+    eos = tok.eos_token_id
+    outputs: list[str] = [""] * len(prompts)
+    with eval_mode(model):
+        prefix_cache, n_prefix = None, len(prefix or [])
+        if prefix:
+            with inject_at_placeholder(model, loaded.placeholder_id, prefix_vectors, projector), loaded.autocast():
+                prefix_cache = model(input_ids=torch.tensor([list(prefix)], device=device),
+                                     use_cache=True).past_key_values
+        for idx in length_batches([len(p) for p in prompts], batch_size):
+            batch = left_pad([prompts[i] for i in idx], tok.pad_token_id, device)
+            vecs = None
+            if vectors is not None and any(vectors[i] is not None for i in idx):
+                # One prompt may hold several placeholders (few-shot): rows of [n_i, d].
+                vecs = torch.cat([vectors[i].reshape(-1, vectors[i].shape[-1])
+                                  for i in idx if vectors[i] is not None])
+            generated = torch.empty((len(idx), 0), dtype=torch.long, device=device)
+            done = torch.zeros(len(idx), dtype=torch.bool, device=device)
+            mask, positions = batch.attention_mask, batch.position_ids + n_prefix
+            past = None
+            if prefix_cache is not None:
+                past = copy.deepcopy(prefix_cache)
+                past.batch_repeat_interleave(len(idx))
+                mask = torch.cat([torch.ones((len(idx), n_prefix), dtype=mask.dtype, device=device), mask], dim=1)
+            step_ids = batch.input_ids
+            with inject_at_placeholder(model, loaded.placeholder_id, vecs, projector), loaded.autocast():
+                for _ in range(max_new_tokens):
+                    out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+                                past_key_values=past, use_cache=True, logits_to_keep=1)
+                    past = out.past_key_values
+                    nxt = out.logits[:, -1].float().argmax(-1)
+                    nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+                    generated = torch.cat([generated, nxt[:, None]], dim=1)
+                    done |= nxt == eos
+                    if stop_at_newline:
+                        done |= torch.tensor(["\n" in tok.decode([int(t)]) for t in nxt], device=device)
+                    if bool(done.all()):
+                        break
+                    step_ids = nxt[:, None]
+                    mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+                    positions = positions[:, -1:] + 1
+            for row, i in enumerate(idx):
+                ids = [int(t) for t in generated[row] if int(t) != eos]
+                text = tok.decode(ids, skip_special_tokens=True)
+                outputs[i] = text.split("\n")[0].strip() if stop_at_newline else text
+            if progress is not None:
+                progress(len(idx))
+    return outputs

@@ -1,0 +1,69 @@
+"""Metrics with 95% bootstrap confidence intervals (definitions in notes.md / docs)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+N_BOOTSTRAP = 2000
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric value with its 95% percentile-bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:.1f} [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+
+
+def _resample_indices(n: int, seed: int, n_boot: int = N_BOOTSTRAP) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_mean(values: Sequence[float], seed: int = 0) -> Estimate:
+    """Mean of per-item scores with a percentile bootstrap CI."""
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    means = x[_resample_indices(len(x), seed)].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return Estimate(float(x.mean()), float(lo), float(hi), len(x))
+
+
+def macro_f1(truth: Sequence[bool], pred: Sequence[bool | None]) -> float:
+    """Macro-F1 over the two classes {changed, unchanged}; `None` (unparseable) is never right."""
+    scores = []
+    for cls in (True, False):
+        tp = sum(1 for t, p in zip(truth, pred) if p is cls and t is cls)
+        fp = sum(1 for t, p in zip(truth, pred) if p is cls and t is not cls)
+        fn = sum(1 for t, p in zip(truth, pred) if t is cls and p is not cls)
+        denom = 2 * tp + fp + fn
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
+def bootstrap_macro_f1(truth: Sequence[bool], pred: Sequence[bool | None], seed: int = 0) -> Estimate:
+    n = len(truth)
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    t = np.asarray(truth, dtype=object)
+    p = np.asarray(pred, dtype=object)
+    stats = [macro_f1(list(t[idx]), list(p[idx])) for idx in _resample_indices(n, seed, 1000)]
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return Estimate(macro_f1(truth, pred), float(lo), float(hi), n)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> Estimate:
+    """Mean of a - b over the same items, with a paired bootstrap CI."""
+    x = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return bootstrap_mean(x, seed)

@@ -1,0 +1,70 @@
+"""Leaderboards: a markdown table per benchmark (results.md) and the same in the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+METRIC_LABELS = {"exact_match": "exact match", "changed_macro_f1": "changed macro-F1",
+                 "content_match": "content match"}
+
+
+def _fmt(est: dict[str, float]) -> str:
+    return f"{100 * est['value']:.1f} [{100 * est['low']:.1f}, {100 * est['high']:.1f}]"
+
+
+def leaderboard_rows(bench: dict[str, Any]) -> list[list[str]]:
+    """Rows sorted by the primary metric, best first."""
+    primary = bench["primary_metric"]
+    rows = []
+    for name, s in sorted(bench["explainers"].items(), key=lambda kv: -kv[1][primary]["value"]):
+        rows.append([name] + [_fmt(s[m]) for m in METRIC_LABELS] +
+                    [f"{100 * s['parse_rate']:.0f}%", f"{s['cost']['forward_passes']:.0f}",
+                     f"{1000 * s['cost']['seconds']:.1f}"])
+    return rows
+
+
+HEADER = ["explainer"] + list(METRIC_LABELS.values()) + ["parsed", "fwd passes", "ms / expl."]
+
+
+def _facts(bench: dict[str, Any]) -> list[str]:
+    gt = bench["ground_truth"]
+    lines = [f"{bench['n_train']} training / {bench['n_test']} test records; "
+             f"subject accuracy on unpatched prompts {100 * gt.get('subject_accuracy_unpatched', 0):.1f}%; "
+             f"changed rate before balancing {100 * gt.get('raw_changed_rate', 0):.1f}%, "
+             f"in the test set {100 * gt.get('test_changed_rate', 0):.1f}%."]
+    pair = bench.get("self_vs_best_other")
+    if pair:
+        d = pair["difference"]
+        verdict = ("self wins" if d["low"] > 0 else "best other wins" if d["high"] < 0 else "no significant difference")
+        lines.append(f"self - {pair['best_other']} ({METRIC_LABELS.get(pair['metric'], pair['metric'])}): "
+                     f"{_fmt(d)} points, paired bootstrap 95% CI: {verdict}.")
+    return lines
+
+
+def markdown_summary(results: dict[str, Any]) -> str:
+    out = [f"# selfexplain results\n\nRun directory: `{results['run_dir']}`; subject `{results['config']['subject']}`, "
+           f"seed {results['config']['seed']}, mode {results['config']['mode']}.\n"
+           "Values are percentages with 95% bootstrap confidence intervals.\n"]
+    for name, bench in results["benchmarks"].items():
+        out.append(f"## {name}\n")
+        out += [f"{line}\n" for line in _facts(bench)]
+        out.append("| " + " | ".join(HEADER) + " |")
+        out.append("|" + "---|" * len(HEADER))
+        out += ["| " + " | ".join(r) + " |" for r in leaderboard_rows(bench)]
+        out.append("")
+    return "\n".join(out)
+
+
+def rich_tables(results: dict[str, Any]) -> list[Any]:
+    items: list[Any] = []
+    for name, bench in results["benchmarks"].items():
+        table = Table(title=f"{name} — {METRIC_LABELS.get(bench['primary_metric'])} (95% CI)", show_lines=False)
+        for h in HEADER:
+            table.add_column(h, justify="left" if h == "explainer" else "right")
+        for row in leaderboard_rows(bench):
+            table.add_row(*row)
+        items.append(table)
+        items += _facts(bench)
+    return items
