@@ -25,12 +25,12 @@ class RunConfig:
     n_train: int = field(default=0, metadata={"help": "training records (0: the mode's default)"})
     n_test: int = field(default=0, metadata={"help": "test records (0: the mode's default)"})
     epochs: float = field(default=0.0, metadata={"help": "training epochs (0: the mode's default)"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "LoRA learning rate"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "LoRA learning rate"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     batch_size: int = field(default=8, metadata={"help": "training batch size"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow models with custom code"})
 
-    MODES = {"quick": {"n_train": 1500, "n_test": 400, "epochs": 1.0},
+    MODES = {"quick": {"n_train": 1500, "n_test": 400, "epochs": 2.0},
              "full": {"n_train": 20000, "n_test": 2000, "epochs": 2.0}}
 
     def resolved(self) -> "RunConfig":

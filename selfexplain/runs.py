@@ -139,6 +139,7 @@ class Run:
         for h in bench.heuristics():
             if h.name == name:
                 return h
+
         raise ConfigError(f"explainer '{name}' does not apply to benchmark '{bench.name}'")
 
     def run_benchmark(self, bench: Benchmark) -> dict[str, Any]:

@@ -23,7 +23,7 @@ def _records(n=16, dim=32):
 
 def test_training_learns_from_the_injected_vector(tiny, tmp_path):
     records = _records()
-    cfg = TrainConfig(learning_rate=3e-2, epochs=40, batch_size=8, lora_r=8, lora_alpha=16)
+    cfg = TrainConfig(learning_rate=1e-2, epochs=50, batch_size=8, lora_r=8, lora_alpha=16)
     losses = []
     trained, projector = train_explainer(copy_of(tiny), records, cfg, tmp_path / "adapter", vector_dim=32,
                                          progress=lambda s, n, loss: losses.append(loss))

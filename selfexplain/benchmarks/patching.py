@@ -73,8 +73,9 @@ class PatchingBenchmark(Benchmark):
     primary_metric = "exact_match"
 
     def __init__(self, n_blocks: int = 6, test_fraction: float = 0.3, option_answers_only: bool = True):
-        """option_answers_only: skip prompts where the unpatched subject answers none of the
-        options (its answer is then not a meaningful "clean answer"); the count is reported."""
+        """option_answers_only: skip items where the unpatched subject answers none of the
+        options on the base or the counterfactual prompt, or the same option on both (then
+        neither "unchanged from" nor "changes to" has a meaningful target); counts are reported."""
         self.t = load_templates("patching")
         self.n_blocks = n_blocks
         self.test_fraction = test_fraction
@@ -182,6 +183,7 @@ class PatchingBenchmark(Benchmark):
         n_clean_correct = 0
         base_kept = 0
         used_items = 0
+        skipped_cf = 0
         with eval_mode(subject.model):
             for item in items:
                 if not wanted(item.split):
@@ -205,6 +207,11 @@ class PatchingBenchmark(Benchmark):
                 with record_residual(subject.model, layers) as resid, subject.autocast():
                     cf_logits = subject.model(input_ids=cf_ids, logits_to_keep=1).logits[0, -1]
                 cf_clean = self.answer_label(subject, int(cf_logits.float().argmax()), item.options)
+                if self.option_answers_only and (cf_clean not in item.options or cf_clean == clean):
+                    # The counterfactual must be a prompt the subject answers, differently:
+                    # otherwise "changes to" has no meaningful target.
+                    skipped_cf += 1
+                    continue
                 rows, answers = [], []
                 for kind in TOKEN_TYPES:
                     kind_rows = [((first, last), kind) for first, last in blocks]
@@ -227,6 +234,7 @@ class PatchingBenchmark(Benchmark):
             "n_items": used_items, "n_candidate_items": len(items), "n_items_with_option_answer": base_kept,
             "subject_accuracy_unpatched": n_clean_correct / max(1, used_items),
             "subject_accuracy_when_answering_an_option": n_clean_correct / max(1, base_kept),
+            "n_items_skipped_counterfactual_unanswered_or_same": skipped_cf,
             "raw_changed_rate": sum(map(changed, raw)) / max(1, len(raw)),
             "n_raw_records": len(raw),
             "train_changed_rate": sum(map(changed, train)) / max(1, len(train)),
@@ -293,7 +301,45 @@ class PatchingBenchmark(Benchmark):
         unchanged = self.t["answer_unchanged"]
         return [HeuristicExplainer(
             "never-changes", lambda r: unchanged.format(answer=r.context["clean_answer"]),
-            "always 'unchanged from <the subject's unpatched answer>'")]
+            "always 'unchanged from <the subject's unpatched answer>'", forward_passes=1),
+            CellPrior(self.t)]
+
+
+class CellPrior(Explainer):
+    """A strong behavioural baseline with no access to the patch vector.
+
+    Predicts "changes" when the training change rate of (layer block, token type, relation)
+    exceeds 0.5, and then the subject's own unpatched answer on the counterfactual prompt;
+    otherwise "unchanged from" the subject's unpatched answer. It reads the subject's outputs
+    on both unpatched prompts: what a user could get with two forward passes and a table.
+    """
+
+    name = "layer-token-prior"
+    description = "change rate of (layer block, token, relation) in training + the subject's unpatched answers"
+
+    def __init__(self, templates: dict):
+        self.t = templates
+        self.rates: dict[tuple, float] = {}
+
+    @staticmethod
+    def _cell(r: Record) -> tuple:
+        return tuple(r.context["block"]), r.context["token_type"], r.context["relation"]
+
+    def fit(self, train: Sequence[Record]) -> None:
+        cells: dict[tuple, list[bool]] = {}
+        for r in train:
+            cells.setdefault(self._cell(r), []).append(r.context["changed"])
+        self.rates = {k: sum(v) / len(v) for k, v in cells.items()}
+
+    def explain(self, queries: Sequence[Record]) -> list[Explanation]:
+        out = []
+        for r in queries:
+            if self.rates.get(self._cell(r), 0.0) > 0.5:
+                text = self.t["answer_changed"].format(answer=r.context["cf_clean_answer"])
+            else:
+                text = self.t["answer_unchanged"].format(answer=r.context["clean_answer"])
+            out.append(Explanation(text, forward_passes=2, seconds=0.0))
+        return out
 
 
 def _rate_by_cell(records: Sequence[Record]) -> dict[str, float]:

@@ -5,13 +5,15 @@ from .baselines import HeuristicExplainer, NearestNeighbour
 from .lora import LoRAExplainer
 from .prompting import PromptedExplainer
 
-EXPLAINERS = {
-    "self": "the subject + a LoRA adapter trained on the subject's ground truth",
-    "other": "a different model (+ LoRA + vector projector) trained on the same records",
+EXPLAINERS = {  # cheapest first, so partial results appear early
+    "never-changes": "patching/ablation heuristic: the answer never changes",
+    "layer-token-prior": "patching heuristic: training change rate per (layer block, token, relation) "
+                         "+ the subject's unpatched answers",
+    "nearest-neighbour": "the answer of the most similar training query (TF-IDF)",
     "zero-shot": "the untrained subject, prompted with the instruction only",
     "4-shot": "the untrained subject, prompted with 4 solved training examples",
-    "nearest-neighbour": "the answer of the most similar training query (TF-IDF)",
-    "never-changes": "patching/ablation heuristic: the answer never changes",
+    "self": "the subject + a LoRA adapter trained on the subject's ground truth",
+    "other": "a different model (+ LoRA + vector projector) trained on the same records",
 }
 
 

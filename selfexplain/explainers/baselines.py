@@ -52,12 +52,14 @@ class NearestNeighbour(Explainer):
 class HeuristicExplainer(Explainer):
     """A fixed rule over the record's context, e.g. "the answer never changes"."""
 
-    def __init__(self, name: str, rule: Callable[[Record], str], description: str = ""):
+    def __init__(self, name: str, rule: Callable[[Record], str], description: str = "",
+                 forward_passes: int = 0):
         self.name = name
+        self.forward_passes = forward_passes
         self.rule = rule
         self.description = description
 
     def explain(self, queries: Sequence[Record]) -> list[Explanation]:
         with Stopwatch() as sw:
             texts = [self.rule(q) for q in queries]
-        return [Explanation(t, 0, sw.per_item(len(queries))) for t in texts]
+        return [Explanation(t, self.forward_passes, sw.per_item(len(queries))) for t in texts]
