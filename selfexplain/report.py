@@ -34,12 +34,17 @@ def _facts(bench: dict[str, Any]) -> list[str]:
              f"subject accuracy on unpatched prompts {100 * gt.get('subject_accuracy_unpatched', 0):.1f}%; "
              f"changed rate before balancing {100 * gt.get('raw_changed_rate', 0):.1f}%, "
              f"in the test set {100 * gt.get('test_changed_rate', 0):.1f}%."]
-    pair = bench.get("self_vs_best_other")
-    if pair:
+    for key in ("self_vs_best_other", "self_vs_other"):
+        pair = bench.get(key)
+        if not pair or (key == "self_vs_other" and (bench.get("self_vs_best_other") or {}).get("best_other") == "other"):
+            continue
         d = pair["difference"]
-        verdict = ("self wins" if d["low"] > 0 else "best other wins" if d["high"] < 0 else "no significant difference")
-        lines.append(f"self - {pair['best_other']} ({METRIC_LABELS.get(pair['metric'], pair['metric'])}): "
-                     f"{_fmt(d)} points, paired bootstrap 95% CI: {verdict}.")
+        rival = pair["best_other"]
+        verdict = ("self wins" if d["low"] > 0 else f"{rival} wins" if d["high"] < 0
+                   else "no significant difference")
+        label = "best non-self explainer" if key == "self_vs_best_other" else "the other model"
+        lines.append(f"self - {rival} ({label}), {METRIC_LABELS.get(pair['metric'], pair['metric'])}: "
+                     f"{_fmt(d)} points (paired bootstrap 95% CI): {verdict}.")
     return lines
 
 

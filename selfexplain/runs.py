@@ -165,14 +165,17 @@ class Run:
             summaries[name] = summary
         return {"ground_truth": stats, "n_train": len(train), "n_test": len(test),
                 "primary_metric": bench.primary_metric, "explainers": summaries,
-                "self_vs_best_other": self.paired(bench, per_item, summaries)}
+                "self_vs_best_other": self.paired(bench, per_item, summaries),
+                "self_vs_other": self.paired(bench, per_item, summaries, against="other")}
 
-    def paired(self, bench: Benchmark, per_item: dict, summaries: dict) -> dict[str, Any] | None:
+    def paired(self, bench: Benchmark, per_item: dict, summaries: dict,
+               against: str | None = None) -> dict[str, Any] | None:
+        """Paired bootstrap of self minus `against` (default: the best non-self explainer)."""
         metric = bench.primary_metric
         others = [n for n in summaries if n != "self"]
-        if "self" not in summaries or not others:
+        if "self" not in summaries or not others or (against and against not in summaries):
             return None
-        best = max(others, key=lambda n: summaries[n][metric]["value"])
+        best = against or max(others, key=lambda n: summaries[n][metric]["value"])
         diff = paired_difference(per_item["self"][metric], per_item[best][metric], self.cfg.seed)
         return {"metric": metric, "best_other": best, "difference": diff.to_dict()}
 
