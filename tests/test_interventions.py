@@ -59,7 +59,9 @@ def test_batched_patches_equal_one_at_a_time(tiny):
     batch = a.repeat(len(cells), 1)
     with patch_residual(tiny.model, [Patch(i, l, p, resid[l][0, p]) for i, (l, p) in enumerate(cells)]):
         batched = _logits(tiny.model, batch)[:, -1]
-    torch.testing.assert_close(batched, torch.stack(singles), rtol=0, atol=1e-6)
+    # BLAS kernels may differ in the last bits across batch shapes (measured up to ~3e-6).
+    torch.testing.assert_close(batched, torch.stack(singles), rtol=0, atol=1e-5)
+    assert torch.equal(batched.argmax(-1), torch.stack(singles).argmax(-1))
     clean = _logits(tiny.model, a)[0, -1]
     changed = {(l, p) for (l, p), s in zip(cells, singles) if not torch.equal(s, clean)}
     # Known by construction: the prompts differ only at position 5 ("France"/"Japan"), so only
