@@ -9,6 +9,7 @@ import sys
 from dataclasses import MISSING, fields
 from typing import Any, Callable
 
+import click
 import typer
 
 from .config import RunConfig
@@ -89,7 +90,7 @@ def main() -> None:
             typer.echo(f"error: disk full while writing ({exc.filename}); free space and rerun to resume", err=True)
             sys.exit(1)
         raise
-    except __import__("click").exceptions.ClickException as exc:
+    except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
 

@@ -16,7 +16,7 @@ def bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
     """Yields advance(n=1, **fields); `loss=` shows a running training loss."""
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal and False) as p:
+    with Progress(*columns, console=console, transient=False) as p:
         task = p.add_task(description, total=total, info="")
 
         def advance(n: int = 1, info: str = "") -> None:

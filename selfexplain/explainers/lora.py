@@ -6,8 +6,6 @@ import copy
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
 from ..generation import encode_query, greedy_generate
 from ..models import LoadedModel
 from ..records import Record
@@ -54,5 +52,3 @@ def copy_of(loaded: LoadedModel) -> LoadedModel:
     return LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.name, loaded.source,
                        loaded.placeholder_id)
 
-
-__all__ = ["LoRAExplainer", "copy_of", "torch"]
