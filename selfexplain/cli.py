@@ -27,7 +27,10 @@ def options_from(dataclass_type) -> Callable[[Callable[..., Any]], Callable[...,
         params = []
         for f in fields(dataclass_type):
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-            option = typer.Option(default, f"--{f.name.replace('_', '-')}", help=f.metadata.get("help", ""))
+            flag = f"--{f.name.replace('_', '-')}"
+            if isinstance(default, bool):
+                flag = f"{flag}/--no-{flag[2:]}"
+            option = typer.Option(default, flag, help=f.metadata.get("help", ""))
             params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                             annotation=type(default)))
         func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
