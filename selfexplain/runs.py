@@ -33,7 +33,7 @@ from .metrics import paired_difference
 from .models import LoadedModel, load_model
 from .progress import bar, console
 from .records import Record, load_records, save_records, split
-from .training import TrainConfig
+from .training import TrainConfig, training_steps
 
 
 def seed_everything(seed: int) -> None:
@@ -188,7 +188,7 @@ class Run:
                 return [Explanation(r["text"], r["forward_passes"], r["seconds"]) for r in rows]
         explainer = self.make_explainer(name, bench, bdir)
         if isinstance(explainer, LoRAExplainer):
-            steps = max(1, int(np.ceil(np.ceil(len(train) / self.cfg.batch_size) * self.cfg.epochs)))
+            steps = training_steps(len(train), explainer.train_config)
             with bar(f"{bench.name}: training '{name}'", steps) as advance:
                 explainer.progress = lambda step, total, loss: advance(1, f"loss {loss:.3f}")
                 explainer.fit(train)

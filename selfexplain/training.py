@@ -121,6 +121,11 @@ def class_weights(records: Sequence[Record]) -> list[float]:
     return [len(labels) / (len(counts) * counts[label]) for label in labels]
 
 
+def training_steps(n_records: int, config: TrainConfig) -> int:
+    """Optimizer steps for n_records (one batch per step, `epochs` passes)."""
+    return max(1, math.ceil(math.ceil(n_records / config.batch_size) * config.epochs))
+
+
 def _lora_targets(loaded: LoadedModel, config: TrainConfig) -> dict:
     if config.lora_layer_fraction >= 1.0:
         return {"target_modules": config.target_modules}
@@ -156,7 +161,7 @@ def train_explainer(
     examples = _examples(trained, records)
     weights = torch.tensor(class_weights(records)) if config.balance_labels else None
     batches = length_batches([len(p) + len(a) for p, a in examples], config.batch_size)
-    n_steps = max(1, math.ceil(len(batches) * config.epochs))
+    n_steps = training_steps(len(records), config)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if projector is not None:
         params += [p for p in projector.parameters() if p.requires_grad]

@@ -80,6 +80,7 @@ class PatchingBenchmark(Benchmark):
         self.n_blocks = n_blocks
         self.test_fraction = test_fraction
         self.option_answers_only = option_answers_only
+        self._first_tokens: dict[tuple[int, str], int] = {}
 
     # ----- prompts -------------------------------------------------------------------------
     def respond_line(self, options: Sequence[str]) -> str:
@@ -109,7 +110,11 @@ class PatchingBenchmark(Benchmark):
         return Encoded(ids, positions, tokens)
 
     def first_token(self, subject: LoadedModel, option: str) -> int:
-        return subject.tokenizer(" " + option, add_special_tokens=False)["input_ids"][0]
+        """First token id of " option" (cached: called for every option of every record)."""
+        key = (id(subject.tokenizer), option)
+        if key not in self._first_tokens:
+            self._first_tokens[key] = subject.tokenizer(" " + option, add_special_tokens=False)["input_ids"][0]
+        return self._first_tokens[key]
 
     # ----- items ---------------------------------------------------------------------------
     def make_items(self, subject: LoadedModel, facts: list[Fact], rng: random.Random) -> list[Item]:
