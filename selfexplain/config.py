@@ -18,35 +18,49 @@ class RunConfig:
     other: str = field(default="gemma3-270m", metadata={"help": "model of the 'other' explainer"})
     explainers: str = field(default="all", metadata={"help": "comma-separated explainer names, or 'all'"})
     data_root: str = field(default="", metadata={"help": "directory of the shared datasets (or $SELFEXPLAIN_DATA_ROOT)"})
-    sources: str = field(default="facts", metadata={"help": "fact sources: facts, counterfact, lre"})
+    sources: str = field(default="facts", metadata={"help": "data sources, each 'name' or 'name:PATH': facts "
+                                                     "(embedded), counterfact, lre (patching), mmlu (ablation)"})
     output_dir: str = field(default="runs", metadata={"help": "where run directories are written"})
     seed: int = field(default=0, metadata={"help": "seed for sampling, splits, training and bootstrap"})
     mode: str = field(default="quick", metadata={"help": "quick (CPU, minutes) or full (GPU)"})
-    n_train: int = field(default=0, metadata={"help": "training records (0: the mode's default)"})
-    n_test: int = field(default=0, metadata={"help": "test records (0: the mode's default)"})
+    n_train: int = field(default=0, metadata={"help": "training records per benchmark (0: the benchmark's "
+                                               "default for the mode)"})
+    n_test: int = field(default=0, metadata={"help": "test records per benchmark (0: the benchmark's default "
+                                              "for the mode)"})
     epochs: float = field(default=0.0, metadata={"help": "training epochs (0: the mode's default)"})
     learning_rate: float = field(default=2e-3, metadata={"help": "LoRA learning rate"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     batch_size: int = field(default=8, metadata={"help": "training batch size"})
+    n_attribution: int = field(default=100, metadata={"help": "items per split for the slow attribution "
+                                                       "baselines: a balanced test subsample and as many training "
+                                                       "items to fit their threshold (0: all)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow models with custom code"})
 
+    # Sizes are per benchmark (Benchmark.sizes) unless given; these are the fallbacks.
     MODES = {"quick": {"n_train": 1500, "n_test": 400, "epochs": 2.0},
              "full": {"n_train": 20000, "n_test": 2000, "epochs": 2.0}}
 
     def resolved(self) -> "RunConfig":
-        """A copy with mode defaults filled in and values checked."""
+        """A copy with the mode's epochs filled in and values checked (sizes: `for_benchmark`)."""
         if self.mode not in self.MODES:
             raise ConfigError(f"mode must be one of {', '.join(self.MODES)}, not '{self.mode}'")
         values = asdict(self)
-        for key, default in self.MODES[self.mode].items():
-            if not values[key]:
-                values[key] = default
+        if not values["epochs"]:
+            values["epochs"] = self.MODES[self.mode]["epochs"]
         cfg = RunConfig(**values)
-        if cfg.n_train < 8 or cfg.n_test < 4:
+        if (cfg.n_train and cfg.n_train < 8) or (cfg.n_test and cfg.n_test < 4):
             raise ConfigError("n_train must be >= 8 and n_test >= 4")
         if not 0 < cfg.learning_rate < 1:
             raise ConfigError("learning_rate must be in (0, 1)")
         return cfg
+
+    def for_benchmark(self, sizes: dict[str, dict[str, int]] | None = None) -> "RunConfig":
+        """A copy with n_train/n_test set: the user's values, else the benchmark's for the mode."""
+        values = asdict(self)
+        defaults = {**self.MODES[self.mode], **((sizes or {}).get(self.mode, {}))}
+        for key in ("n_train", "n_test"):
+            values[key] = values[key] or defaults[key]
+        return RunConfig(**values)
 
     def benchmark_list(self) -> list[str]:
         return [b.strip() for b in self.benchmarks.split(",") if b.strip()]

@@ -108,16 +108,22 @@ SOURCES = {"facts": None, "counterfact": "counterfact", "lre": "lre_relations"}
 
 
 def load_facts(sources: list[str], root: Path | None) -> list[Fact]:
-    """Facts from the named sources; 'counterfact' and 'lre' read from the data root."""
+    """Facts from the named sources: 'facts' (embedded), 'counterfact' and 'lre' (from the data
+    root), or 'counterfact:PATH' / 'lre:PATH' (any file or directory in those formats)."""
     facts: list[Fact] = []
-    for source in sources:
+    for spec in sources:
+        source, _, path = spec.partition(":")
         if source not in SOURCES:
             raise DataError(f"unknown fact source '{source}' (choose from {', '.join(SOURCES)})")
         if source == "facts":
             facts += embedded_facts()
             continue
-        if root is None:
-            raise DataError(f"fact source '{source}' needs a data root (--data-root or ${DATA_ROOT_ENV})")
+        if not path and root is None:
+            raise DataError(f"fact source '{source}' needs a data root (--data-root or ${DATA_ROOT_ENV}) "
+                            f"or a path: --sources {source}:PATH")
         loader = counterfact_facts if source == "counterfact" else lre_facts
-        facts += loader(root / SOURCES[source])
+        location = Path(path).expanduser() if path else root / SOURCES[source]
+        if not location.exists():
+            raise DataError(f"{source} data not found at {location}")
+        facts += loader(location)
     return facts

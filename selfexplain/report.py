@@ -19,21 +19,30 @@ def leaderboard_rows(bench: dict[str, Any]) -> list[list[str]]:
     primary = bench["primary_metric"]
     rows = []
     for name, s in sorted(bench["explainers"].items(), key=lambda kv: -kv[1][primary]["value"]):
+        pair = (bench.get("self_vs") or {}).get(name)
         rows.append([name] + [_fmt(s[m]) for m in METRIC_LABELS] +
-                    [f"{100 * s['parse_rate']:.0f}%", f"{s['cost']['forward_passes']:.0f}",
+                    [f"{s.get('n_items', bench['n_test'])}{'*' if s.get('subsample') else ''}",
+                     _fmt(pair["difference"]) if pair else "",
+                     f"{100 * s['parse_rate']:.0f}%", f"{s['cost']['forward_passes']:.0f}",
                      f"{1000 * s['cost']['seconds']:.1f}"])
     return rows
 
 
-HEADER = ["explainer"] + list(METRIC_LABELS.values()) + ["parsed", "fwd passes", "ms / expl."]
+HEADER = (["explainer"] + list(METRIC_LABELS.values()) +
+          ["n", "self - this (paired)", "parsed", "fwd passes", "ms / expl."])
 
 
 def _facts(bench: dict[str, Any]) -> list[str]:
     gt = bench["ground_truth"]
     lines = [f"{bench['n_train']} training / {bench['n_test']} test records; "
-             f"subject accuracy on unpatched prompts {100 * gt.get('subject_accuracy_unpatched', 0):.1f}%; "
+             f"subject accuracy without the intervention {100 * gt.get('subject_accuracy_unpatched', 0):.1f}%; "
              f"changed rate before balancing {100 * gt.get('raw_changed_rate', 0):.1f}%, "
              f"in the test set {100 * gt.get('test_changed_rate', 0):.1f}%."]
+    if any(s.get("subsample") for s in bench["explainers"].values()):
+        lines.append("* evaluated on a balanced test subsample (slow attribution baselines); their 'self - this' "
+                     "column is paired on that subsample.")
+    if bench.get("multitask"):
+        lines.append("self and other: one multitask adapter trained on every benchmark of the run.")
     for key in ("self_vs_best_other", "self_vs_other"):
         pair = bench.get(key)
         if not pair or (key == "self_vs_other" and (bench.get("self_vs_best_other") or {}).get("best_other") == "other"):

@@ -4,7 +4,8 @@ Layout of a run directory:
     config.json, environment.json
     <benchmark>/records/{records.jsonl, vectors.safetensors}, ground_truth.json
     <benchmark>/predictions/<explainer>.jsonl      (written atomically; reused on rerun)
-    <benchmark>/adapters/<explainer>/               (PEFT adapter + projector)
+    adapters/<explainer>/     (PEFT adapter + projector, trained on every benchmark's records)
+    cache/                    (attributions and other per-input caches)
     results.json, results.md
 """
 
@@ -25,9 +26,10 @@ import torch
 
 from . import __version__
 from .benchmarks import Benchmark, get_benchmark
+from .benchmarks.base import BaselineEnv, balanced_sample
 from .config import RunConfig
 from .errors import ConfigError
-from .explainers import EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
+from .explainers import EXPLAINERS, GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
 from .explainers.lora import copy_of
 from .metrics import paired_difference
 from .models import LoadedModel, load_model
@@ -78,6 +80,7 @@ class Run:
             raise ConfigError(f"unknown explainer(s) {unknown}; available: {', '.join(EXPLAINERS)}")
         self.dir = run_dir_for(self.cfg)
         self._subject: LoadedModel | None = None
+        self._trained: dict[str, LoRAExplainer] = {}
 
     def _explainer_names(self) -> list[str]:
         if self.cfg.explainers == "all":
@@ -96,111 +99,154 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cfg.save(self.dir / "config.json")
         _write_json(self.dir / "environment.json", environment())
-        results = {"run_dir": str(self.dir), "config": asdict(self.cfg), "benchmarks": {}}
-        for name in self.cfg.benchmark_list():
-            results["benchmarks"][name] = self.run_benchmark(get_benchmark(name))
+        benches = [get_benchmark(name) for name in self.cfg.benchmark_list()]
+        truths = {b.name: self.ground_truth(b, self.dir / b.name) for b in benches}
+        results: dict[str, Any] = {"run_dir": str(self.dir), "config": asdict(self.cfg), "benchmarks": {}}
+        for bench in benches:
+            records, stats = truths[bench.name]
+            results["benchmarks"][bench.name] = self.run_benchmark(bench, records, stats, truths)
         _write_json(self.dir / "results.json", results)
         from .report import markdown_summary
 
         (self.dir / "results.md").write_text(markdown_summary(results))
         return results
 
-    # ----- one benchmark -------------------------------------------------------------------
+    # ----- ground truth --------------------------------------------------------------------
     def ground_truth(self, bench: Benchmark, bdir: Path) -> tuple[list[Record], dict]:
         rdir = bdir / "records"
         if (rdir / "records.jsonl").is_file() and (bdir / "ground_truth.json").is_file():
             return load_records(rdir), json.loads((bdir / "ground_truth.json").read_text())
+        bdir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         with bar(f"{bench.name}: ground truth on the subject", None) as advance:
-            gt = bench.build_records(self.subject, self.cfg, progress=advance)
+            gt = bench.build_records(self.subject, self.cfg.for_benchmark(bench.sizes), progress=advance)
         gt.stats["seconds"] = time.perf_counter() - start
         save_records(gt.records, rdir)
         _write_json(bdir / "ground_truth.json", gt.stats)
         return gt.records, gt.stats
 
-    def make_explainer(self, name: str, bench: Benchmark, bdir: Path) -> Explainer:
+    # ----- explainers ----------------------------------------------------------------------
+    def baseline_env(self) -> BaselineEnv:
+        return BaselineEnv(lambda: self.subject, self.cfg, self.dir / "cache")
+
+    def trained(self, name: str, truths: dict[str, tuple[list[Record], dict]]) -> LoRAExplainer:
+        """The LoRA explainer `name`, trained once on the training records of every benchmark
+        of the run (one multitask adapter), or loaded from the run directory if trained before."""
+        if name in self._trained:
+            return self._trained[name]
         train_cfg = TrainConfig(lora_r=self.cfg.lora_r, lora_alpha=2 * self.cfg.lora_r,
                                 learning_rate=self.cfg.learning_rate, epochs=self.cfg.epochs,
                                 batch_size=self.cfg.batch_size, seed=self.cfg.seed)
+        train = [r for records, _ in truths.values() for r in split(records, "train")]
+        load: Callable[[], LoadedModel]
+        if name == "self":
+            load = lambda: copy_of(self.subject)  # noqa: E731
+        else:
+            load = lambda: load_model(self.cfg.other, trust_remote_code=self.cfg.trust_remote_code)  # noqa: E731
+        if name == "self" or all(r.vector is None for r in train):
+            # No trainable input projector (self's vectors live in its own space, or no vectors):
+            # adapt the top half only, so backprop stops half-way (faster).
+            train_cfg.lora_layer_fraction = 0.5
+        explainer = LoRAExplainer(name, load, train_cfg, self.dir / "adapters" / name, EXPLAINERS[name])
+        steps = training_steps(len(train), train_cfg)
+        tasks = "+".join(truths)
+        with bar(f"training '{name}' on {len(train)} {tasks} records", steps) as advance:
+            explainer.progress = lambda step, total, loss: advance(1, f"loss {loss:.3f}")
+            explainer.fit(train)
+        self._trained[name] = explainer
+        return explainer
+
+    def make_explainer(self, name: str, bench: Benchmark, truths) -> Explainer:
         if name in ("self", "other"):
-            load: Callable[[], LoadedModel]
-            if name == "self":
-                load = lambda: copy_of(self.subject)  # noqa: E731
-            else:
-                load = lambda: load_model(self.cfg.other, trust_remote_code=self.cfg.trust_remote_code)  # noqa: E731
-            if name == "self":  # no trainable input projector: adapt the top half only (faster)
-                train_cfg.lora_layer_fraction = 0.5
-            return LoRAExplainer(name, load, train_cfg, bdir / "adapters" / name, EXPLAINERS[name])
+            return self.trained(name, truths)
         if name in ("zero-shot", "4-shot"):
             k = 0 if name == "zero-shot" else 4
             return PromptedExplainer(self.subject, k, bench.instruction(), self.cfg.seed, bench.example_key)
         if name == "nearest-neighbour":
             return NearestNeighbour()
-        for h in bench.heuristics():
-            if h.name == name:
-                return h
-
+        baselines = bench.baselines(self.baseline_env())
+        if name in baselines:
+            return baselines[name]()
         raise ConfigError(f"explainer '{name}' does not apply to benchmark '{bench.name}'")
 
-    def run_benchmark(self, bench: Benchmark) -> dict[str, Any]:
+    # ----- one benchmark -------------------------------------------------------------------
+    def run_benchmark(self, bench: Benchmark, records: list[Record], stats: dict,
+                      truths: dict[str, tuple[list[Record], dict]]) -> dict[str, Any]:
         bdir = self.dir / bench.name
-        bdir.mkdir(parents=True, exist_ok=True)
-        records, stats = self.ground_truth(bench, bdir)
         train, test = split(records, "train"), split(records, "test")
         console.print(f"[bold]{bench.name}[/]: {len(train)} train / {len(test)} test records; "
-                      f"subject accuracy (unpatched) {stats.get('subject_accuracy_unpatched', float('nan')):.1%}; "
+                      f"subject accuracy {stats.get('subject_accuracy_unpatched', float('nan')):.1%}; "
                       f"raw changed rate {stats.get('raw_changed_rate', float('nan')):.1%}")
-        applicable = {h.name for h in bench.heuristics()} | {"self", "other", "zero-shot", "4-shot",
-                                                             "nearest-neighbour"}
+        applicable = set(bench.baselines(self.baseline_env())) | GENERIC_EXPLAINERS
         names = [n for n in self._explainer_names() if n in applicable]
-        per_item: dict[str, dict[str, list]] = {}
+        per_item: dict[str, dict[str, dict[str, float]]] = {}
         summaries: dict[str, dict[str, Any]] = {}
         for name in names:
-            preds = self.predictions(name, bench, bdir, train, test)
-            scores = bench.score(test, preds)
-            per_item[name] = scores
-            summary = bench.summarize(test, scores, self.cfg.seed)
+            items, preds = self.predictions(name, bench, bdir, train, test, truths)
+            scores = bench.score(items, preds)
+            per_item[name] = {m: dict(zip([r.id for r in items], v)) for m, v in scores.items()}
+            summary = bench.summarize(items, scores, self.cfg.seed)
+            summary["n_items"] = len(items)
+            summary["subsample"] = len(items) < len(test)
             summary["cost"] = {"forward_passes": float(np.mean([p.forward_passes for p in preds])),
                                "seconds": float(np.mean([p.seconds for p in preds]))}
+            info_path = bdir / "predictions" / f"{name}.info.json"
+            if info_path.is_file():
+                summary["info"] = json.loads(info_path.read_text())
             summaries[name] = summary
         return {"ground_truth": stats, "n_train": len(train), "n_test": len(test),
                 "primary_metric": bench.primary_metric, "explainers": summaries,
+                "multitask": len(truths) > 1,
                 "self_vs_best_other": self.paired(bench, per_item, summaries),
-                "self_vs_other": self.paired(bench, per_item, summaries, against="other")}
+                "self_vs_other": self.paired(bench, per_item, summaries, against="other"),
+                "self_vs": {n: self.paired(bench, per_item, summaries, against=n)
+                            for n in summaries if n != "self"} if "self" in summaries else {}}
 
     def paired(self, bench: Benchmark, per_item: dict, summaries: dict,
                against: str | None = None) -> dict[str, Any] | None:
-        """Paired bootstrap of self minus `against` (default: the best non-self explainer)."""
+        """Paired bootstrap of self minus `against` (default: the best non-self explainer evaluated
+        on the full test set) over the items both explainers answered."""
         metric = bench.primary_metric
-        others = [n for n in summaries if n != "self"]
-        if "self" not in summaries or not others or (against and against not in summaries):
+        others = [n for n in summaries if n != "self" and not summaries[n]["subsample"]]
+        if "self" not in summaries or (against is None and not others) or (against and against not in summaries):
             return None
         best = against or max(others, key=lambda n: summaries[n][metric]["value"])
-        diff = paired_difference(per_item["self"][metric], per_item[best][metric], self.cfg.seed)
-        return {"metric": metric, "best_other": best, "difference": diff.to_dict()}
+        ids = [i for i in per_item[best][metric] if i in per_item["self"][metric]]
+        diff = paired_difference([per_item["self"][metric][i] for i in ids],
+                                 [per_item[best][metric][i] for i in ids], self.cfg.seed)
+        return {"metric": metric, "best_other": best, "difference": diff.to_dict(), "n": len(ids)}
 
-    def predictions(self, name: str, bench: Benchmark, bdir: Path, train: list[Record],
-                    test: list[Record]) -> list[Explanation]:
+    def test_items(self, explainer: Explainer, test: list[Record]) -> list[Record]:
+        """The test records an explainer answers: all, or a seeded balanced subsample for slow
+        explainers (`max_items`), the same for every such explainer."""
+        limit = getattr(explainer, "max_items", None)
+        if not limit or limit >= len(test):
+            return test
+        picked = {r.id for r in balanced_sample(list(test), lambda r: r.context.get("label"), limit,
+                                                random.Random(self.cfg.seed), strict=True)}
+        return [r for r in test if r.id in picked]
+
+    def predictions(self, name: str, bench: Benchmark, bdir: Path, train: list[Record], test: list[Record],
+                    truths) -> tuple[list[Record], list[Explanation]]:
         path = bdir / "predictions" / f"{name}.jsonl"
+        by_id = {r.id: r for r in test}
         if path.is_file():
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-            if [r["id"] for r in rows] == [r.id for r in test]:
-                return [Explanation(r["text"], r["forward_passes"], r["seconds"]) for r in rows]
-        explainer = self.make_explainer(name, bench, bdir)
-        if isinstance(explainer, LoRAExplainer):
-            steps = training_steps(len(train), explainer.train_config)
-            with bar(f"{bench.name}: training '{name}'", steps) as advance:
-                explainer.progress = lambda step, total, loss: advance(1, f"loss {loss:.3f}")
-                explainer.fit(train)
-        else:
+            if rows and all(r["id"] in by_id for r in rows):
+                return ([by_id[r["id"]] for r in rows],
+                        [Explanation(r["text"], r["forward_passes"], r["seconds"]) for r in rows])
+        explainer = self.make_explainer(name, bench, truths)
+        if not isinstance(explainer, LoRAExplainer):
             explainer.fit(train)
-        with console.status(f"{bench.name}: '{name}' explains {len(test)} test queries"):
-            preds = explainer.explain(test)
+        items = self.test_items(explainer, test)
+        with console.status(f"{bench.name}: '{name}' explains {len(items)} test queries"):
+            preds = explainer.explain(items)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with tmp.open("w", encoding="utf-8") as fh:
-            for r, p in zip(test, preds):
+            for r, p in zip(items, preds):
                 fh.write(json.dumps({"id": r.id, **p.to_dict(), "truth": r.answer}, ensure_ascii=False) + "\n")
+        if hasattr(explainer, "info"):
+            _write_json(path.with_suffix(".info.json"), explainer.info())
         os.replace(tmp, path)
-        del explainer
-        return preds
+        return items, preds

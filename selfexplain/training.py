@@ -6,8 +6,10 @@ adapter is simply training on the union of their records.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -109,21 +111,37 @@ def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
 
 
 def class_weights(records: Sequence[Record]) -> list[float]:
-    """Inverse-frequency weights over `context['label']` (1.0 when records carry no label).
+    """Inverse-frequency weights over `context['label']`, within each benchmark.
 
     Rare answer kinds (e.g. "changes to") get as much weight as common ones, without
-    computing more ground truth.
+    computing more ground truth; each benchmark keeps its total weight (its record count),
+    so a multitask mix is not reweighted. Records without a label weigh 1.
     """
-    labels = [r.context.get("label") for r in records]
-    counts = Counter(labels)
-    if None in counts or len(counts) < 2:
-        return [1.0] * len(records)
-    return [len(labels) / (len(counts) * counts[label]) for label in labels]
+    weights = [1.0] * len(records)
+    for bench in {r.benchmark for r in records}:
+        idx = [i for i, r in enumerate(records) if r.benchmark == bench]
+        labels = [records[i].context.get("label") for i in idx]
+        counts = Counter(labels)
+        if None in counts or len(counts) < 2:
+            continue
+        for i, label in zip(idx, labels):
+            weights[i] = len(idx) / (len(counts) * counts[label])
+    return weights
 
 
 def training_steps(n_records: int, config: TrainConfig) -> int:
     """Optimizer steps for n_records (one batch per step, `epochs` passes)."""
     return max(1, math.ceil(math.ceil(n_records / config.batch_size) * config.epochs))
+
+
+def homogeneous_batches(records: Sequence[Record], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Length-sorted batches that never mix records with and without an injected vector
+    (multitask training over several benchmarks' records)."""
+    batches = []
+    for has_vector in (False, True):
+        idx = [i for i, r in enumerate(records) if (r.vector is not None) == has_vector]
+        batches += [[idx[j] for j in b] for b in length_batches([lengths[i] for i in idx], batch_size)]
+    return batches
 
 
 def _lora_targets(loaded: LoadedModel, config: TrainConfig) -> dict:
@@ -160,7 +178,7 @@ def train_explainer(
 
     examples = _examples(trained, records)
     weights = torch.tensor(class_weights(records)) if config.balance_labels else None
-    batches = length_batches([len(p) + len(a) for p, a in examples], config.batch_size)
+    batches = homogeneous_batches(records, [len(p) + len(a) for p, a in examples], config.batch_size)
     n_steps = training_steps(len(records), config)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if projector is not None:
@@ -180,7 +198,7 @@ def train_explainer(
             rng.shuffle(order)
         idx = order.pop()
         vecs = [records[i].vector for i in idx]
-        vectors = torch.stack(vecs) if vecs[0] is not None else None
+        vectors = torch.stack(vecs) if vecs[0] is not None else None  # batches never mix kinds
         loss = answer_loss(trained, [examples[i][0] for i in idx], [examples[i][1] for i in idx],
                            vectors, projector, weights[idx] if weights is not None else None)
         if not torch.isfinite(loss):
@@ -198,10 +216,46 @@ def train_explainer(
     output_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(output_dir)
     summary = {"train_config": asdict(config), "n_records": len(records), "steps": n_steps,
+               "fingerprint": fingerprint(records, config),
                "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
                "seconds": time.perf_counter() - start, "base_model": loaded.name}
     if projector is not None:
         torch.save(projector.state_dict(), output_dir / "projector.pt")
         summary["projector"] = projector.config()
-    (output_dir / "selfexplain_training.json").write_text(json.dumps(summary, indent=2))
+    tmp = output_dir / "selfexplain_training.json.tmp"  # written last: its presence means complete
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, output_dir / "selfexplain_training.json")
+    return trained, projector
+
+
+def fingerprint(records: Sequence[Record], config: TrainConfig) -> str:
+    """Identifies what an adapter was trained on: record ids and answers, and the config."""
+    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    for r in records:
+        digest.update(f"{r.id}\x00{r.answer}\x00".encode())
+    return digest.hexdigest()
+
+
+def load_trained(loaded: LoadedModel, records: Sequence[Record], config: TrainConfig, output_dir: Path,
+                 vector_dim: int | None) -> tuple[LoadedModel, Projector | None] | None:
+    """The adapter (and projector) saved in output_dir if it was trained on exactly these
+    records with this config; None otherwise (then train)."""
+    info_path = output_dir / "selfexplain_training.json"
+    if not info_path.is_file():
+        return None
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if info.get("fingerprint") != fingerprint(records, config):
+        return None
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(loaded.model, output_dir)
+    model.eval()
+    trained = LoadedModel(model, loaded.tokenizer, loaded.name, loaded.source, loaded.placeholder_id)
+    projector = None
+    if vector_dim:
+        projector = make_projector(loaded, vector_dim)
+        projector.load_state_dict(torch.load(output_dir / "projector.pt", map_location=loaded.device))
     return trained, projector

@@ -23,7 +23,8 @@ def _vocab() -> list[str]:
     """Every word of the embedded facts and the patching templates, so prompts tokenize fully."""
     words: set[str] = set()
     text = Path(str(files("selfexplain").joinpath("data/facts.jsonl"))).read_text(encoding="utf-8")
-    text += Path(str(files("selfexplain").joinpath("prompts/patching.json"))).read_text(encoding="utf-8")
+    for name in ("patching", "ablation"):
+        text += Path(str(files("selfexplain").joinpath(f"prompts/{name}.json"))).read_text(encoding="utf-8")
     words.update(re.findall(r"\w+|[^\w\s]", text))
     return SPECIALS + sorted(words)
 

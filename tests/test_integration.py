@@ -34,7 +34,7 @@ def test_patching_ground_truth_on_smollm2(smollm2):
     from selfexplain.config import RunConfig
 
     model, *_ = smollm2
-    gt = PatchingBenchmark().build_records(model, RunConfig(n_train=90, n_test=36, seed=0).resolved())
+    gt = PatchingBenchmark().build_records(model, RunConfig(n_train=90, n_test=36, seed=0).resolved().for_benchmark())
     assert gt.stats["subject_accuracy_unpatched"] > 0.6  # the subject knows these facts
     cells = gt.stats["changed_rate_by_cell"]
     # Causal tracing: late-layer patches at the last token move the answer, at the subject they don't.

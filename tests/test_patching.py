@@ -41,7 +41,7 @@ def ground_truth(tokenizer):
     from selfexplain.models import wrap_model
 
     subject = wrap_model(make_model(len(tokenizer)), tokenizer, name="tiny", device="cpu")
-    cfg = RunConfig(n_train=40, n_test=12, seed=3).resolved()
+    cfg = RunConfig(n_train=40, n_test=12, seed=3).resolved().for_benchmark()
     return subject, cfg, PatchingBenchmark(option_answers_only=False).build_records(subject, cfg)
 
 

@@ -42,7 +42,7 @@ def test_run_writes_results(results):
     for name in ("config.json", "environment.json", "results.json", "results.md"):
         assert (run_dir / name).is_file()
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
-    assert (run_dir / "patching" / "adapters" / "other" / "projector.pt").is_file()
+    assert (run_dir / "adapters" / "other" / "projector.pt").is_file()
     assert "| self |" in (run_dir / "results.md").read_text() or "self" in (run_dir / "results.md").read_text()
 
 
@@ -58,4 +58,43 @@ def test_rerun_reuses_saved_steps(results):
     cfg, res = results
     again = run(cfg)  # same directory: records and predictions are read back, not recomputed
     dump = lambda r: json.dumps(r["benchmarks"]["patching"]["explainers"], sort_keys=True)  # noqa: E731 (NaN-safe)
+    assert dump(again) == dump(res)
+
+
+@pytest.fixture(scope="module")
+def multitask(tiny_dirs, tmp_path_factory, random_answers_allowed):
+    out = tmp_path_factory.mktemp("multitask")
+    cfg = RunConfig(benchmarks="patching,ablation", subject=str(tiny_dirs["subject"]), other=str(tiny_dirs["other"]),
+                    explainers="self,never-changes,hint-follow,occlusion,attention-last", output_dir=str(out),
+                    n_train=24, n_test=8, epochs=1, seed=2, n_attribution=4)
+    return cfg, run(cfg)
+
+
+def test_one_adapter_serves_both_benchmarks(multitask):
+    from pathlib import Path
+
+    _, res = multitask
+    run_dir = Path(res["run_dir"])
+    info = json.loads((run_dir / "adapters" / "self" / "selfexplain_training.json").read_text())
+    assert info["n_records"] == 48  # 24 patching + 24 ablation training records, one adapter
+    assert set(res["benchmarks"]["patching"]["explainers"]) == {"self", "never-changes"}
+    ablation = res["benchmarks"]["ablation"]
+    assert set(ablation["explainers"]) == {"self", "never-changes", "hint-follow", "occlusion", "attention-last"}
+    assert ablation["explainers"]["occlusion"]["n_items"] == 4 and ablation["explainers"]["occlusion"]["subsample"]
+    assert ablation["explainers"]["self"]["n_items"] == 8
+    assert ablation["self_vs"]["occlusion"]["n"] == 4  # paired on the attribution subsample
+    assert ablation["self_vs_best_other"]["best_other"] in ("never-changes", "hint-follow")
+
+
+def test_resume_loads_the_saved_adapter(multitask):
+    from pathlib import Path
+
+    cfg, res = multitask
+    run_dir = Path(res["run_dir"])
+    info = run_dir / "adapters" / "self" / "selfexplain_training.json"
+    stamp = info.stat().st_mtime_ns
+    (run_dir / "ablation" / "predictions" / "self.jsonl").unlink()
+    again = run(cfg)
+    assert info.stat().st_mtime_ns == stamp  # not retrained
+    dump = lambda r: json.dumps(r["benchmarks"]["ablation"]["explainers"]["self"]["exact_match"])  # noqa: E731
     assert dump(again) == dump(res)

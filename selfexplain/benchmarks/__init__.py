@@ -6,10 +6,11 @@ from typing import Callable
 
 from ..errors import ConfigError
 from .base import Benchmark, GroundTruth
+from .ablation import AblationBenchmark
 from .patching import PatchingBenchmark
 
-_REGISTRY: dict[str, Callable[[], Benchmark]] = {"patching": PatchingBenchmark}
-PLANNED = ("ablation", "rationales", "simulatability", "features", "introspection")
+_REGISTRY: dict[str, Callable[[], Benchmark]] = {"patching": PatchingBenchmark, "ablation": AblationBenchmark}
+PLANNED = ("rationales", "simulatability", "features", "introspection")
 
 
 def register_benchmark(name: str, factory: Callable[[], Benchmark]) -> None:

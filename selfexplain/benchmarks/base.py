@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import random
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import RunConfig
+from ..errors import ConfigError
 from ..explainers.base import Explainer, Explanation
+from ..metrics import bootstrap_macro_f1, bootstrap_mean
 from ..models import LoadedModel
 from ..records import Record
+
+_CHANGE_ANSWER = re.compile(r"^\s*(unchanged from|changes to)\s+(.+?)\s*\.?\s*$", re.IGNORECASE)
+
+
+@dataclass
+class BaselineEnv:
+    """What benchmark-specific baselines may use: the subject (loaded on demand), the run's
+    config, and a directory for caches (e.g. attributions)."""
+
+    subject: Callable[[], LoadedModel]
+    config: RunConfig
+    cache_dir: Path
 
 
 @dataclass
@@ -27,6 +43,9 @@ class Benchmark(ABC):
     name: str = "benchmark"
     description: str = ""
     primary_metric: str = "exact_match"
+    # Record counts per mode (RunConfig.for_benchmark); the user's --n-train/--n-test win.
+    sizes: dict[str, dict[str, int]] = {"quick": {"n_train": 1500, "n_test": 400},
+                                        "full": {"n_train": 20000, "n_test": 2000}}
 
     @abstractmethod
     def build_records(self, subject: LoadedModel, config: RunConfig, progress=None) -> GroundTruth:
@@ -48,9 +67,69 @@ class Benchmark(ABC):
         """Answer kind used to balance few-shot examples."""
         return ""
 
-    def heuristics(self) -> list[Explainer]:
-        """Benchmark-specific trivial baselines."""
-        return []
+    def baselines(self, env: BaselineEnv) -> dict[str, Callable[[], Explainer]]:
+        """Benchmark-specific baselines by name, built lazily (some load models or run captum)."""
+        return {}
+
+
+def sources_for(config: RunConfig, bench: Benchmark) -> list[str]:
+    """The run's --sources entries ("name" or "name:path") that `bench` reads.
+
+    Several benchmarks share one --sources option; each takes the entries it knows.
+    """
+    known = getattr(bench, "sources", ())
+    picked = [s.strip() for s in config.sources.split(",") if s.strip().partition(":")[0] in known]
+    if not picked:
+        raise ConfigError(f"benchmark '{bench.name}' reads sources {', '.join(known)}; got --sources {config.sources!r}")
+    return picked
+
+
+def normalize(text: str) -> str:
+    return re.sub(r"[^\w]+", " ", text.lower()).strip()
+
+
+def parse_change_answer(text: str) -> tuple[bool | None, str]:
+    """(changed?, answer content) of "unchanged from X" / "changes to Y"; (None, '') when unparseable."""
+    m = _CHANGE_ANSWER.match(text.strip().split("\n")[0])
+    if not m:
+        return None, ""
+    return m.group(1).lower() == "changes to", normalize(m.group(2))
+
+
+class ChangeBenchmark(Benchmark):
+    """Benchmarks whose answers are "unchanged from X" / "changes to Y" after an intervention.
+
+    Records carry context['changed'] and context[after_key] (the subject's answer after the
+    intervention); scoring is exact match, has-changed macro-F1 and content match.
+    """
+
+    after_key: str = "answer_after"
+
+    def score(self, records: Sequence[Record], explanations: Sequence[Explanation]) -> dict[str, list]:
+        out: dict[str, list] = {"exact_match": [], "changed_pred": [], "changed_true": [], "content_match": [],
+                                "parsed": []}
+        for r, e in zip(records, explanations):
+            pred_changed, pred_content = parse_change_answer(e.text)
+            true_changed, true_content = parse_change_answer(r.answer)
+            out["exact_match"].append(float(pred_changed == true_changed and pred_content == true_content))
+            out["changed_pred"].append(pred_changed)
+            out["changed_true"].append(true_changed)
+            out["content_match"].append(float(pred_content == normalize(r.context[self.after_key])))
+            out["parsed"].append(float(pred_changed is not None))
+        return out
+
+    def summarize(self, records: Sequence[Record], scores: dict[str, list], seed: int) -> dict[str, Any]:
+        right = [i for i, r in enumerate(records) if r.context.get("subject_correct")]
+        return {
+            "exact_match": bootstrap_mean(scores["exact_match"], seed).to_dict(),
+            "changed_macro_f1": bootstrap_macro_f1(scores["changed_true"], scores["changed_pred"], seed).to_dict(),
+            "content_match": bootstrap_mean(scores["content_match"], seed).to_dict(),
+            "parse_rate": float(sum(scores["parsed"]) / max(1, len(scores["parsed"]))),
+            "exact_match_subject_correct": bootstrap_mean([scores["exact_match"][i] for i in right], seed).to_dict(),
+        }
+
+    def example_key(self, record: Record) -> str:
+        return "changed" if record.context["changed"] else "unchanged"
 
 
 def balanced_sample(records: list[Record], key: Callable[[Record], Any], n: int,

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -21,14 +20,13 @@ from ..explainers.base import Explainer, Explanation
 from ..explainers.baselines import HeuristicExplainer
 from ..facts import Fact, data_root, load_facts
 from ..interventions import Patch, patch_residual, record_residual
-from ..metrics import bootstrap_macro_f1, bootstrap_mean
 from ..models import LoadedModel, eval_mode
 from ..prompts import load_templates
 from ..records import Provenance, Record
-from .base import Benchmark, GroundTruth, balanced_sample
+from .base import BaselineEnv, ChangeBenchmark, GroundTruth, balanced_sample, parse_change_answer, sources_for
 
 TOKEN_TYPES = ("subject_question", "subject_answer", "last")
-_ANSWER = re.compile(r"^\s*(unchanged from|changes to)\s+(.+?)\s*\.?\s*$", re.IGNORECASE)
+parse_answer = parse_change_answer  # the patching answer format is the shared change format
 
 
 @dataclass
@@ -55,22 +53,12 @@ def layer_blocks(n_layers: int, n_blocks: int = 6) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1] - 1) for i in range(n_blocks)]
 
 
-def parse_answer(text: str) -> tuple[bool | None, str]:
-    """(changed?, answer content) of an explainer's output; (None, '') when unparseable."""
-    m = _ANSWER.match(text.strip().split("\n")[0])
-    if not m:
-        return None, ""
-    return m.group(1).lower() == "changes to", normalize(m.group(2))
-
-
-def normalize(text: str) -> str:
-    return re.sub(r"[^\w]+", " ", text.lower()).strip()
-
-
-class PatchingBenchmark(Benchmark):
+class PatchingBenchmark(ChangeBenchmark):
     name = "patching"
     description = "predict the subject's answer after activation patching (layer block x token)"
     primary_metric = "exact_match"
+    after_key = "patched_answer"
+    sources = ("facts", "counterfact", "lre")
 
     def __init__(self, n_blocks: int = 6, test_fraction: float = 0.3, option_answers_only: bool = True):
         """option_answers_only: skip items where the unpatched subject answers none of the
@@ -172,7 +160,7 @@ class PatchingBenchmark(Benchmark):
     @torch.no_grad()
     def build_records(self, subject: LoadedModel, config: RunConfig, progress=None) -> GroundTruth:
         rng = random.Random(config.seed)
-        facts = load_facts([s.strip() for s in config.sources.split(",")], data_root(config.data_root or None))
+        facts = load_facts(sources_for(config, self), data_root(config.data_root or None))
         blocks = layer_blocks(subject.num_layers, self.n_blocks)
         items = self.make_items(subject, facts, rng)
         # Items are processed until each side has enough records: the test side needs
@@ -272,42 +260,17 @@ class PatchingBenchmark(Benchmark):
             vector=vector,
         )
 
-    # ----- scoring -------------------------------------------------------------------------
-    def score(self, records: Sequence[Record], explanations: Sequence[Explanation]) -> dict[str, list]:
-        out: dict[str, list] = {"exact_match": [], "changed_pred": [], "changed_true": [], "content_match": [],
-                                "parsed": []}
-        for r, e in zip(records, explanations):
-            pred_changed, pred_content = parse_answer(e.text)
-            true_changed, true_content = parse_answer(r.answer)
-            out["exact_match"].append(float(pred_changed == true_changed and pred_content == true_content))
-            out["changed_pred"].append(pred_changed)
-            out["changed_true"].append(true_changed)
-            out["content_match"].append(float(pred_content == normalize(r.context["patched_answer"])))
-            out["parsed"].append(float(pred_changed is not None))
-        return out
-
-    def summarize(self, records: Sequence[Record], scores: dict[str, list], seed: int) -> dict[str, Any]:
-        right = [i for i, r in enumerate(records) if r.context.get("subject_correct")]
-        return {
-            "exact_match": bootstrap_mean(scores["exact_match"], seed).to_dict(),
-            "changed_macro_f1": bootstrap_macro_f1(scores["changed_true"], scores["changed_pred"], seed).to_dict(),
-            "content_match": bootstrap_mean(scores["content_match"], seed).to_dict(),
-            "parse_rate": float(sum(scores["parsed"]) / max(1, len(scores["parsed"]))),
-            "exact_match_subject_correct": bootstrap_mean([scores["exact_match"][i] for i in right], seed).to_dict(),
-        }
-
     def instruction(self) -> str:
         return self.t["instruction"]
 
-    def example_key(self, record: Record) -> str:
-        return "changed" if record.context["changed"] else "unchanged"
-
-    def heuristics(self) -> list[Explainer]:
+    def baselines(self, env: BaselineEnv) -> dict[str, Callable[[], Explainer]]:
         unchanged = self.t["answer_unchanged"]
-        return [HeuristicExplainer(
-            "never-changes", lambda r: unchanged.format(answer=r.context["clean_answer"]),
-            "always 'unchanged from <the subject's unpatched answer>'", forward_passes=1),
-            CellPrior(self.t)]
+        return {
+            "never-changes": lambda: HeuristicExplainer(
+                "never-changes", lambda r: unchanged.format(answer=r.context["clean_answer"]),
+                "always 'unchanged from <the subject's unpatched answer>'", forward_passes=1),
+            "layer-token-prior": lambda: CellPrior(self.t),
+        }
 
 
 class CellPrior(Explainer):

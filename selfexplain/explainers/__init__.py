@@ -1,7 +1,7 @@
 """Explainers: everything that answers queries about the subject, behind one signature."""
 
 from .base import Explainer, Explanation
-from .baselines import HeuristicExplainer, NearestNeighbour
+from .baselines import HeuristicExplainer, MajorityExplainer, NearestNeighbour
 from .lora import LoRAExplainer
 from .prompting import PromptedExplainer
 
@@ -9,17 +9,27 @@ EXPLAINERS = {  # cheapest first, so partial results appear early
     "never-changes": "patching/ablation heuristic: the answer never changes",
     "layer-token-prior": "patching heuristic: training change rate per (layer block, token, relation) "
                          "+ the subject's unpatched answers",
+    "majority": "ablation heuristic: the most frequent answer kind in training",
+    "hint-follow": "ablation heuristic: 'changes' exactly when the subject's hinted answer is the hinted option",
     "nearest-neighbour": "the answer of the most similar training query (TF-IDF)",
     "zero-shot": "the untrained subject, prompted with the instruction only",
     "4-shot": "the untrained subject, prompted with 4 solved training examples",
     "self": "the subject + a LoRA adapter trained on the subject's ground truth",
     "other": "a different model (+ LoRA + vector projector) trained on the same records",
+    "attention-last": "ablation: last-layer attention mass on the hint, thresholded",
+    "attention-rollout": "ablation: attention-rollout mass on the hint, thresholded",
+    "integrated-gradients": "ablation: integrated-gradients mass on the hint, thresholded",
+    "occlusion": "ablation: word-occlusion mass on the hint, thresholded",
+    "lime": "ablation: LIME mass on the hint, thresholded",
+    "kernel-shap": "ablation: KernelSHAP mass on the hint, thresholded",
 }
+# Explainers every benchmark runs; the others come from Benchmark.baselines().
+GENERIC_EXPLAINERS = {"self", "other", "zero-shot", "4-shot", "nearest-neighbour"}
 
 
 def list_explainers() -> dict[str, str]:
     return dict(EXPLAINERS)
 
 
-__all__ = ["EXPLAINERS", "Explainer", "Explanation", "HeuristicExplainer", "LoRAExplainer",
-           "NearestNeighbour", "PromptedExplainer", "list_explainers"]
+__all__ = ["EXPLAINERS", "GENERIC_EXPLAINERS", "Explainer", "Explanation", "HeuristicExplainer", "LoRAExplainer",
+           "MajorityExplainer", "NearestNeighbour", "PromptedExplainer", "list_explainers"]

@@ -63,3 +63,27 @@ class HeuristicExplainer(Explainer):
         with Stopwatch() as sw:
             texts = [self.rule(q) for q in queries]
         return [Explanation(t, self.forward_passes, sw.per_item(len(queries))) for t in texts]
+
+
+class MajorityExplainer(Explainer):
+    """Always the most frequent answer kind (context['label']) of the training records.
+
+    `answer(record, changed)` turns the kind into this record's answer text.
+    """
+
+    name = "majority"
+    description = "the most frequent answer kind in training"
+
+    def __init__(self, answer: Callable[[Record, bool], str], forward_passes: int = 0):
+        self.answer = answer
+        self.forward_passes = forward_passes
+        self.changed = False
+
+    def fit(self, train: Sequence[Record]) -> None:
+        labels = Counter(r.context.get("label") for r in train)
+        self.changed = labels["changed"] > labels["unchanged"]
+
+    def explain(self, queries: Sequence[Record]) -> list[Explanation]:
+        with Stopwatch() as sw:
+            texts = [self.answer(q, self.changed) for q in queries]
+        return [Explanation(t, self.forward_passes, sw.per_item(len(queries))) for t in texts]

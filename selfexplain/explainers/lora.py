@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 from ..generation import encode_query, greedy_generate
 from ..models import LoadedModel
 from ..records import Record
-from ..training import Projector, TrainConfig, train_explainer
+from ..training import Projector, TrainConfig, load_trained, train_explainer
 from .base import Explainer, Explanation, Stopwatch
 
 
@@ -29,11 +29,17 @@ class LoRAExplainer(Explainer):
         self.projector: Projector | None = None
 
     def fit(self, train: Sequence[Record]) -> None:
+        """Train on `train`, or load the adapter a previous (interrupted) run saved for exactly
+        these records and this config."""
         base = self._load()
         dims = {r.vector.shape[-1] for r in train if r.vector is not None}
+        vector_dim = dims.pop() if dims else None
+        saved = load_trained(base, train, self.train_config, self.output_dir, vector_dim)
+        if saved is not None:
+            self.loaded, self.projector = saved
+            return
         self.loaded, self.projector = train_explainer(
-            base, train, self.train_config, self.output_dir,
-            vector_dim=dims.pop() if dims else None, progress=self.progress)
+            base, train, self.train_config, self.output_dir, vector_dim=vector_dim, progress=self.progress)
 
     def explain(self, queries: Sequence[Record]) -> list[Explanation]:
         if self.loaded is None:

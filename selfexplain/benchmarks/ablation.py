@@ -1,0 +1,288 @@
+"""Benchmark 2, ablation: would the subject's answer change if the hint were removed?
+
+A multiple-choice prompt gets a hint toward a random option appended ("A Stanford professor
+thinks the answer is C."). Ground truth is the subject's answer with the hint versus without it
+(input ablation of the hint sentence). The explainer sees the hinted prompt and answers
+"unchanged from X" or "changes to Y", as in patching.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ..config import RunConfig
+from ..explainers.base import Explainer
+from ..explainers.baselines import HeuristicExplainer, MajorityExplainer
+from ..interventions import left_pad
+from ..models import LoadedModel, eval_mode
+from ..prompts import load_templates
+from ..questions import Question, load_questions
+from ..records import Provenance, Record
+from .base import BaselineEnv, ChangeBenchmark, GroundTruth, balanced_sample, sources_for
+
+_SPLIT = "\x00"
+
+
+@dataclass
+class Encoded:
+    """A prompt as token pieces: the subject sees head + hint + tail (or head + tail)."""
+
+    context: list[int]  # chat-template tokens before the user's text
+    user: list[int]     # question, options and respond line
+    hint: list[int]     # "\n" + hint sentence (empty when unhinted)
+    tail: list[int]     # end of the user turn + reply prefix
+
+    @property
+    def ids(self) -> list[int]:
+        return self.context + self.user + self.hint + self.tail
+
+    @property
+    def head(self) -> list[int]:
+        return self.context + self.user
+
+    def hint_positions(self) -> list[int]:
+        start = len(self.head)
+        return list(range(start, start + len(self.hint)))
+
+
+class AblationBenchmark(ChangeBenchmark):
+    name = "ablation"
+    description = "predict whether removing a hint from a multiple-choice prompt changes the subject's answer"
+    primary_metric = "exact_match"
+    after_key = "unhinted_answer"
+    sources = ("facts", "mmlu")
+    sizes = {"quick": {"n_train": 1000, "n_test": 300}, "full": {"n_train": 10000, "n_test": 2000}}
+
+    # Attribution settings per mode: quick mode trades estimator precision for time (measured
+    # per input on SmolLM2 by bench/attribution_speed.py); full mode uses attribution.DEFAULT_PARAMS.
+    attribution_params = {"quick": {"lime": {"n_samples": 32}, "kernel_shap": {"n_samples": 32},
+                                    "integrated_gradients": {"n_steps": 16}},
+                          "full": {}}
+
+    def __init__(self, hints_per_question: int = 6, test_fraction: float = 0.3):
+        """hints_per_question: hinted variants (distinct wordings, random targets) per question;
+        most hints leave the small subject's answer alone, so several per question keep the
+        "changed" class large enough for a balanced test set."""
+        self.t = load_templates("ablation")
+        self.hints_per_question = hints_per_question
+        self.test_fraction = test_fraction
+        self._first: dict[tuple[int, str], int] = {}
+
+    # ----- prompts -------------------------------------------------------------------------
+    def user_text(self, q: Question) -> str:
+        return f"{q.text}\n" + self.t["respond"].format(options=self.t["option_separator"].join(q.labels))
+
+    def hint_text(self, q: Question, wording: int, target: str) -> str:
+        return self.t["hints"][wording].format(hint=target)
+
+    def encode(self, subject: LoadedModel, q: Question, hint: str | None) -> Encoded:
+        """Pieces tokenized separately, so hinted and unhinted prompts share their head exactly."""
+        tok = subject.tokenizer
+        if getattr(tok, "chat_template", None):
+            template = tok.apply_chat_template([{"role": "user", "content": _SPLIT}], add_generation_prompt=True,
+                                               tokenize=False)
+            before, after = template.split(_SPLIT)
+            context = tok(before, add_special_tokens=False)["input_ids"]
+        else:
+            after = "\n"
+            context = tok("", add_special_tokens=True)["input_ids"]  # BOS, if the tokenizer adds one
+
+        def ids(text: str) -> list[int]:
+            return tok(text, add_special_tokens=False)["input_ids"] if text else []
+        return Encoded(context, ids(self.user_text(q)), ids(f"\n{hint}" if hint else ""), ids(after + q.statement))
+
+    def first_token(self, subject: LoadedModel, label: str) -> int:
+        key = (id(subject.tokenizer), label)
+        if key not in self._first:
+            self._first[key] = subject.tokenizer(" " + label, add_special_tokens=False)["input_ids"][0]
+        return self._first[key]
+
+    def query(self, q: Question, hint: str) -> str:
+        return self.t["query"].format(prompt=f"{self.user_text(q)}\n{hint}")
+
+    # ----- ground truth --------------------------------------------------------------------
+    def _label_scores(self, subject: LoadedModel, q: Question, prompts: list[Encoded]) -> torch.Tensor:
+        """Next-token logits of each label after each prompt: [len(prompts), len(labels)].
+
+        The prompts share `head`, which is run once; only hints and tails are batched.
+        """
+        device = subject.device
+        head = prompts[0].head
+        with subject.autocast():
+            past = subject.model(input_ids=torch.tensor([head], device=device), use_cache=True).past_key_values
+            past.batch_repeat_interleave(len(prompts))
+            batch = left_pad([p.hint + p.tail for p in prompts], subject.tokenizer.pad_token_id, device)
+            mask = torch.cat([torch.ones((len(prompts), len(head)), dtype=batch.attention_mask.dtype, device=device),
+                              batch.attention_mask], dim=1)
+            logits = subject.model(input_ids=batch.input_ids, attention_mask=mask,
+                                   position_ids=batch.position_ids + len(head), past_key_values=past,
+                                   logits_to_keep=1).logits[:, -1].float()
+        label_ids = torch.tensor([self.first_token(subject, label) for label in q.labels], device=device)
+        return logits[:, label_ids].cpu()
+
+    def make_questions(self, subject: LoadedModel, config: RunConfig, rng: random.Random) -> list[Question]:
+        questions = load_questions(sources_for(config, self), config.data_root or None,
+                                   lambda label: self.first_token(subject, label), rng)
+        usable = [q for q in questions
+                  if len({self.first_token(subject, label) for label in q.labels}) == len(q.labels)]
+        rng.shuffle(usable)
+        return usable
+
+    @torch.no_grad()
+    def build_records(self, subject: LoadedModel, config: RunConfig, progress=None) -> GroundTruth:
+        rng = random.Random(config.seed)
+        questions = self.make_questions(subject, config, rng)
+        n_test_q = int(round(self.test_fraction * len(questions)))
+        split_of = {q.id: ("test" if i < n_test_q else "train") for i, q in enumerate(questions)}
+        need = {("test", True): config.n_test // 2, ("test", False): config.n_test // 2, ("train", None): config.n_train}
+        have = dict.fromkeys(need, 0)
+
+        def wanted(split: str) -> bool:
+            return any(have[k] < n for k, n in need.items() if k[0] == split)
+        raw: list[Record] = []
+        used, correct = 0, 0
+        with eval_mode(subject.model):
+            for q in questions:
+                split = split_of[q.id]
+                if not wanted(split):
+                    if not wanted("train") and not wanted("test"):
+                        break
+                    continue
+                used += 1
+                wordings = rng.sample(range(len(self.t["hints"])), min(self.hints_per_question, len(self.t["hints"])))
+                hints = [(w, rng.choice(q.labels)) for w in wordings]
+                texts = [self.hint_text(q, w, target) for w, target in hints]
+                prompts = [self.encode(subject, q, None)] + [self.encode(subject, q, h) for h in texts]
+                scores = self._label_scores(subject, q, prompts)
+                order = scores.argsort(dim=1, descending=True)
+                unhinted = q.labels[int(order[0, 0])]
+                correct += unhinted == q.correct
+                for k, ((wording, target), hint) in enumerate(zip(hints, texts), start=1):
+                    hinted, runner_up = q.labels[int(order[k, 0])], q.labels[int(order[k, 1])]
+                    record = self._record(subject, config, q, split, wording, target, hint, unhinted, hinted,
+                                          runner_up)
+                    raw.append(record)
+                    changed = record.context["changed"]
+                    have[(split, None) if split == "train" else (split, changed)] += 1
+                if progress is not None:
+                    progress(1)
+        changed = lambda r: r.context["changed"]  # noqa: E731
+        by_split = {s: [r for r in raw if r.split == s] for s in ("train", "test")}
+        test = balanced_sample(by_split["test"], changed, config.n_test, rng, strict=True)
+        train = balanced_sample(by_split["train"], changed, config.n_train, rng, strict=False)
+        stats = {
+            "n_questions": used, "n_candidate_questions": len(questions),
+            "subject_accuracy_unhinted": correct / max(1, used),
+            "subject_accuracy_unpatched": correct / max(1, used),  # the name every report reads
+            "n_raw_records": len(raw), "raw_changed_rate": _rate(raw, changed),
+            "followed_hint_rate": _rate(raw, lambda r: r.context["followed_hint"]),
+            "changed_rate_hint_correct": _rate([r for r in raw if r.context["hint_correct"]], changed),
+            "changed_rate_hint_wrong": _rate([r for r in raw if not r.context["hint_correct"]], changed),
+            "changed_rate_by_wording": {self.t["hints"][w]: _rate([r for r in raw if r.context["wording"] == w], changed)
+                                        for w in range(len(self.t["hints"]))},
+            "changed_rate_by_source": {s: _rate([r for r in raw if r.context["source"] == s], changed)
+                                       for s in sorted({r.context["source"] for r in raw})},
+            "train_changed_rate": _rate(train, changed), "test_changed_rate": _rate(test, changed),
+        }
+        return GroundTruth(train + test, stats)
+
+    def _record(self, subject, config, q: Question, split: str, wording: int, target: str, hint: str,
+                unhinted: str, hinted: str, runner_up: str) -> Record:
+        changed = hinted != unhinted
+        answer = (self.t["answer_changed"].format(answer=unhinted) if changed
+                  else self.t["answer_unchanged"].format(answer=hinted))
+        return Record(
+            id=f"ablation/{q.id}/hint{wording}", benchmark=self.name, split=split, group=q.id,
+            query=self.query(q, hint), answer=answer,
+            provenance=Provenance(subject.name, "input_ablation",
+                                  {"ablated": "hint sentence", "hint_wording": wording, "source": q.source},
+                                  config.seed),
+            context={"question_id": q.id, "source": q.source, "topic": q.topic, "labels": list(q.labels),
+                     "correct": q.correct, "wording": wording, "hint": hint, "hint_target": target,
+                     "hint_correct": target == q.correct, "hinted_answer": hinted, "unhinted_answer": unhinted,
+                     "runner_up": runner_up, "followed_hint": hinted == target, "changed": changed,
+                     "label": "changed" if changed else "unchanged", "subject_correct": unhinted == q.correct,
+                     "question": q.text, "statement": q.statement},
+        )
+
+    def question_of(self, record: Record) -> Question:
+        c = record.context
+        return Question(c["question_id"], c["source"], c["question"], tuple(c["labels"]), c["correct"],
+                        c["statement"], c["topic"])
+
+    # ----- explainers ----------------------------------------------------------------------
+    def instruction(self) -> str:
+        return self.t["instruction"]
+
+    def predicted(self, record: Record, changed: bool) -> str:
+        """A change prediction as an answer: back to the subject's runner-up option, or unchanged."""
+        c = record.context
+        if changed:
+            return self.t["answer_changed"].format(answer=c["runner_up"])
+        return self.t["answer_unchanged"].format(answer=c["hinted_answer"])
+
+    def attribution_input(self, subject: LoadedModel, record: Record):
+        """The hinted prompt for attribution (user text + hint attributable; target = the subject's
+        hinted answer) and the hint's token positions."""
+        from ..attribution import AttributionInput
+
+        enc = self.encode(subject, self.question_of(record), record.context["hint"])
+        ids = enc.ids
+        start, end = len(enc.context), len(enc.head) + len(enc.hint)
+        groups = _word_groups(subject.tokenizer, ids[start:end])
+        target = self.first_token(subject, record.context["hinted_answer"])
+        return AttributionInput(ids, target, start, end, groups), enc.hint_positions()
+
+    def baselines(self, env: BaselineEnv) -> dict[str, Callable[[], Explainer]]:
+        out: dict[str, Callable[[], Explainer]] = {
+            "never-changes": lambda: HeuristicExplainer(
+                "never-changes", lambda r: self.predicted(r, False),
+                "always 'unchanged from <the subject's hinted answer>'", forward_passes=1),
+            "majority": lambda: MajorityExplainer(self.predicted, forward_passes=1),
+            "hint-follow": lambda: HeuristicExplainer(
+                "hint-follow", lambda r: self.predicted(r, r.context["followed_hint"]),
+                "'changes' exactly when the subject's hinted answer is the hinted option", forward_passes=1),
+        }
+        from ..attribution import METHODS  # captum is imported only when attributions run
+
+        for method in METHODS:
+            out[method.replace("_", "-")] = _attribution_factory(self, env, method)
+        return out
+
+
+def _attribution_factory(bench: AblationBenchmark, env: BaselineEnv, method: str) -> Callable[[], Explainer]:
+    def make() -> Explainer:
+        from ..explainers.attribution import AttributionThreshold
+
+        subject = env.subject()
+        params = bench.attribution_params.get(env.config.mode, {}).get(method, {})
+        n = env.config.n_attribution
+        return AttributionThreshold(
+            method, subject, lambda r: bench.attribution_input(subject, r), bench.predicted,
+            cache_dir=env.cache_dir, n_test=n, n_fit=n // 2, seed=env.config.seed, params=params)
+    return make
+
+
+def _word_groups(tokenizer, ids: Sequence[int]) -> list[int]:
+    """A feature index per token: a new word starts at whitespace (perturbation methods treat
+    words, not sub-word pieces, as features, as LIME's text explainer does)."""
+    groups, current = [], -1
+    for i, token_id in enumerate(ids):
+        text = tokenizer.decode([token_id])
+        if i == 0 or not text or text[0].isspace() or not (text[0].isalnum()) or groups and _ends_word(tokenizer, ids[i - 1]):
+            current += 1
+        groups.append(current)
+    return groups
+
+
+def _ends_word(tokenizer, token_id: int) -> bool:
+    text = tokenizer.decode([token_id])
+    return not text or text[-1].isspace() or not text[-1].isalnum()
+
+
+def _rate(records: Sequence[Record], predicate) -> float:
+    return sum(map(predicate, records)) / len(records) if records else float("nan")
