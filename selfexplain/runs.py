@@ -26,7 +26,7 @@ import torch
 
 from . import __version__
 from .benchmarks import Benchmark, get_benchmark
-from .benchmarks.base import BaselineEnv, balanced_sample
+from .benchmarks.base import BaselineEnv, balanced_sample, sources_for
 from .config import RunConfig
 from .errors import ConfigError
 from .explainers import EXPLAINERS, GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
@@ -73,7 +73,7 @@ class Run:
     def __init__(self, config: RunConfig):
         self.cfg = config.resolved()
         for name in self.cfg.benchmark_list():
-            get_benchmark(name)  # fail fast on unknown names
+            sources_for(self.cfg, get_benchmark(name))  # fail fast on unknown names and sources
         wanted = self._explainer_names()
         unknown = [e for e in wanted if e not in EXPLAINERS]
         if unknown:

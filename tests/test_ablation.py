@@ -147,3 +147,12 @@ def test_attribution_baseline_predicts_from_hint_mass(ground_truth, tmp_path):
         assert all(inp.start <= p < inp.end for p in hint_pos)
         assert e.forward_passes > 1 and e.text.split()[0] in ("unchanged", "changes")
 
+
+
+def test_sources_are_checked_per_benchmark_before_loading_anything():
+    from selfexplain.errors import ConfigError
+    from selfexplain.runs import Run
+
+    with pytest.raises(ConfigError, match="benchmark 'patching' reads sources"):
+        Run(RunConfig(benchmarks="patching", sources="mmlu"))
+    Run(RunConfig(benchmarks="patching,ablation", sources="facts,mmlu"))  # each takes its own
