@@ -85,7 +85,9 @@ def greedy_generate(
                     out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
                                 past_key_values=past, use_cache=True, logits_to_keep=1)
                     past = out.past_key_values
-                    nxt = out.logits[:, -1].float().argmax(-1)
+                    logits = out.logits[:, -1].float()
+                    logits[:, loaded.placeholder_id] = float("-inf")  # never emit the vector slot
+                    nxt = logits.argmax(-1)
                     nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
                     generated = torch.cat([generated, nxt[:, None]], dim=1)
                     done |= nxt == eos

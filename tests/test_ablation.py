@@ -61,7 +61,8 @@ def test_hinted_prompt_is_head_hint_tail(tiny):
     hinted, plain = bench.encode(tiny, q, hint), bench.encode(tiny, q, None)
     assert hinted.head == plain.head and hinted.tail == plain.tail and plain.hint == []
     assert tiny.tokenizer.decode([hinted.ids[i] for i in hinted.hint_positions()]).replace(" ", "") == "Hint:theanswerisRome."
-    assert "If the hint" in bench.query(q, hint)
+    query = bench.query(tiny.tokenizer, q, hint)
+    assert "If the hint" in query and hint in query and query.index(q.statement) > query.index(hint)
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +157,14 @@ def test_sources_are_checked_per_benchmark_before_loading_anything():
     with pytest.raises(ConfigError, match="benchmark 'patching' reads sources"):
         Run(RunConfig(benchmarks="patching", sources="mmlu"))
     Run(RunConfig(benchmarks="patching,ablation", sources="facts,mmlu"))  # each takes its own
+
+
+def test_word_groups_follow_words_not_pieces():
+    from selfexplain.benchmarks.ablation import _word_groups
+
+    pieces = ["Hint", ":", " the", " ans", "wer", " is", " Rome", ".", "\n", "I", "'m"]
+
+    class PieceTokenizer:  # BPE-like pieces with leading spaces
+        def decode(self, ids):
+            return pieces[ids[0]]
+    assert _word_groups(PieceTokenizer(), range(len(pieces))) == [0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9]

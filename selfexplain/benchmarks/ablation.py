@@ -82,13 +82,10 @@ class AblationBenchmark(ChangeBenchmark):
     def encode(self, subject: LoadedModel, q: Question, hint: str | None) -> Encoded:
         """Pieces tokenized separately, so hinted and unhinted prompts share their head exactly."""
         tok = subject.tokenizer
-        if getattr(tok, "chat_template", None):
-            template = tok.apply_chat_template([{"role": "user", "content": _SPLIT}], add_generation_prompt=True,
-                                               tokenize=False)
-            before, after = template.split(_SPLIT)
+        before, after = self._template(tok)
+        if before:
             context = tok(before, add_special_tokens=False)["input_ids"]
         else:
-            after = "\n"
             context = tok("", add_special_tokens=True)["input_ids"]  # BOS, if the tokenizer adds one
 
         def ids(text: str) -> list[int]:
@@ -101,8 +98,24 @@ class AblationBenchmark(ChangeBenchmark):
             self._first[key] = subject.tokenizer(" " + label, add_special_tokens=False)["input_ids"][0]
         return self._first[key]
 
-    def query(self, q: Question, hint: str) -> str:
-        return self.t["query"].format(prompt=f"{self.user_text(q)}\n{hint}")
+    def prompt_text(self, tokenizer, q: Question, hint: str | None) -> str:
+        """The subject's prompt as text, exactly as `encode` builds it (chat template included)."""
+        before, after = self._template(tokenizer)
+        return before + self.user_text(q) + (f"\n{hint}" if hint else "") + after + q.statement
+
+    def _template(self, tokenizer) -> tuple[str, str]:
+        """Chat-template text before and after the user's message ("" and "\n" without one)."""
+        if getattr(tokenizer, "chat_template", None):
+            template = tokenizer.apply_chat_template([{"role": "user", "content": _SPLIT}],
+                                                     add_generation_prompt=True, tokenize=False)
+            before, after = template.split(_SPLIT)
+            return before, after
+        return "", "\n"
+
+    def query(self, tokenizer, q: Question, hint: str) -> str:
+        """The subject's own hinted prompt, verbatim, then the question about it: the self
+        explainer reads exactly what the subject read, up to the point where it answers."""
+        return self.t["query"].format(prompt=self.prompt_text(tokenizer, q, hint))
 
     # ----- ground truth --------------------------------------------------------------------
     def _label_scores(self, subject: LoadedModel, q: Question, prompts: list[Encoded]) -> torch.Tensor:
@@ -138,7 +151,10 @@ class AblationBenchmark(ChangeBenchmark):
         questions = self.make_questions(subject, config, rng)
         n_test_q = int(round(self.test_fraction * len(questions)))
         split_of = {q.id: ("test" if i < n_test_q else "train") for i, q in enumerate(questions)}
-        need = {("test", True): config.n_test // 2, ("test", False): config.n_test // 2, ("train", None): config.n_train}
+        # Both sides are filled class by class: most hints leave the answer alone, and a
+        # training set as skewed as the raw data teaches explainers to say "unchanged".
+        need = {("test", True): config.n_test // 2, ("test", False): config.n_test // 2,
+                ("train", True): config.n_train // 2, ("train", False): config.n_train - config.n_train // 2}
         have = dict.fromkeys(need, 0)
 
         def wanted(split: str) -> bool:
@@ -167,13 +183,15 @@ class AblationBenchmark(ChangeBenchmark):
                                           runner_up)
                     raw.append(record)
                     changed = record.context["changed"]
-                    have[(split, None) if split == "train" else (split, changed)] += 1
+                    have[(split, changed)] += 1
                 if progress is not None:
                     progress(1)
         changed = lambda r: r.context["changed"]  # noqa: E731
         by_split = {s: [r for r in raw if r.split == s] for s in ("train", "test")}
-        test = balanced_sample(by_split["test"], changed, config.n_test, rng, strict=True)
-        train = balanced_sample(by_split["train"], changed, config.n_train, rng, strict=False)
+        # Own random streams: the test set does not depend on how long the training side ran.
+        test = balanced_sample(by_split["test"], changed, config.n_test, random.Random(f"{config.seed}/test"), strict=True)
+        train = balanced_sample(by_split["train"], changed, config.n_train, random.Random(f"{config.seed}/train"),
+                                strict=False)
         stats = {
             "n_questions": used, "n_candidate_questions": len(questions),
             "subject_accuracy_unhinted": correct / max(1, used),
@@ -197,7 +215,7 @@ class AblationBenchmark(ChangeBenchmark):
                   else self.t["answer_unchanged"].format(answer=hinted))
         return Record(
             id=f"ablation/{q.id}/hint{wording}", benchmark=self.name, split=split, group=q.id,
-            query=self.query(q, hint), answer=answer,
+            query=self.query(subject.tokenizer, q, hint), answer=answer,
             provenance=Provenance(subject.name, "input_ablation",
                                   {"ablated": "hint sentence", "hint_wording": wording, "source": q.source},
                                   config.seed),
@@ -268,20 +286,18 @@ def _attribution_factory(bench: AblationBenchmark, env: BaselineEnv, method: str
 
 
 def _word_groups(tokenizer, ids: Sequence[int]) -> list[int]:
-    """A feature index per token: a new word starts at whitespace (perturbation methods treat
-    words, not sub-word pieces, as features, as LIME's text explainer does)."""
-    groups, current = [], -1
-    for i, token_id in enumerate(ids):
+    """A feature index per token: perturbation methods treat words, not sub-word pieces, as
+    features (as LIME's text explainer does). A word starts at whitespace, at punctuation,
+    and after punctuation."""
+    groups, current, previous = [], -1, ""
+    for token_id in ids:
         text = tokenizer.decode([token_id])
-        if i == 0 or not text or text[0].isspace() or not (text[0].isalnum()) or groups and _ends_word(tokenizer, ids[i - 1]):
-            current += 1
+        starts_word = (not previous or not text or text[0].isspace() or not text[0].isalnum()
+                       or not previous[-1].isalnum())
+        current += starts_word
         groups.append(current)
+        previous = text
     return groups
-
-
-def _ends_word(tokenizer, token_id: int) -> bool:
-    text = tokenizer.decode([token_id])
-    return not text or text[-1].isspace() or not text[-1].isalnum()
 
 
 def _rate(records: Sequence[Record], predicate) -> float:
