@@ -70,7 +70,6 @@ class AblationBenchmark(ChangeBenchmark):
         self.t = load_templates("ablation")
         self.hints_per_question = hints_per_question
         self.test_fraction = test_fraction
-        self._first: dict[tuple[int, str], int] = {}
 
     # ----- prompts -------------------------------------------------------------------------
     def user_text(self, q: Question) -> str:
@@ -91,12 +90,6 @@ class AblationBenchmark(ChangeBenchmark):
         def ids(text: str) -> list[int]:
             return tok(text, add_special_tokens=False)["input_ids"] if text else []
         return Encoded(context, ids(self.user_text(q)), ids(f"\n{hint}" if hint else ""), ids(after + q.statement))
-
-    def first_token(self, subject: LoadedModel, label: str) -> int:
-        key = (id(subject.tokenizer), label)
-        if key not in self._first:
-            self._first[key] = subject.tokenizer(" " + label, add_special_tokens=False)["input_ids"][0]
-        return self._first[key]
 
     def prompt_text(self, tokenizer, q: Question, hint: str | None) -> str:
         """The subject's prompt as text, exactly as `encode` builds it (chat template included)."""

@@ -67,6 +67,15 @@ class Benchmark(ABC):
         """Answer kind used to balance few-shot examples."""
         return ""
 
+    def first_token(self, subject: LoadedModel, option: str) -> int:
+        """First token id of " option": the subject's answer is read from that one logit.
+        Cached per tokenizer (called for every option of every record)."""
+        cache = self.__dict__.setdefault("_first_tokens", {})
+        key = (id(subject.tokenizer), option)
+        if key not in cache:
+            cache[key] = subject.tokenizer(" " + option, add_special_tokens=False)["input_ids"][0]
+        return cache[key]
+
     def baselines(self, env: BaselineEnv) -> dict[str, Callable[[], Explainer]]:
         """Benchmark-specific baselines by name, built lazily (some load models or run captum)."""
         return {}

@@ -68,7 +68,6 @@ class PatchingBenchmark(ChangeBenchmark):
         self.n_blocks = n_blocks
         self.test_fraction = test_fraction
         self.option_answers_only = option_answers_only
-        self._first_tokens: dict[tuple[int, str], int] = {}
 
     # ----- prompts -------------------------------------------------------------------------
     def respond_line(self, options: Sequence[str]) -> str:
@@ -96,13 +95,6 @@ class PatchingBenchmark(ChangeBenchmark):
             positions[kind] = next(i for i, (s, e) in enumerate(offsets) if s < end <= e or (e == end and e > s))
         tokens = {k: tok.decode([ids[p]]).strip() for k, p in positions.items()}
         return Encoded(ids, positions, tokens)
-
-    def first_token(self, subject: LoadedModel, option: str) -> int:
-        """First token id of " option" (cached: called for every option of every record)."""
-        key = (id(subject.tokenizer), option)
-        if key not in self._first_tokens:
-            self._first_tokens[key] = subject.tokenizer(" " + option, add_special_tokens=False)["input_ids"][0]
-        return self._first_tokens[key]
 
     # ----- items ---------------------------------------------------------------------------
     def make_items(self, subject: LoadedModel, facts: list[Fact], rng: random.Random) -> list[Item]:
