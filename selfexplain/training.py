@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from . import faults
 from .errors import TrainingError
 from .generation import encode_answer, encode_query, length_batches
 from .interventions import inject_at_placeholder, left_pad
@@ -192,7 +193,14 @@ def train_explainer(
     losses: list[float] = []
     start = time.perf_counter()
     order: list[list[int]] = []
-    for step in range(n_steps):
+    every = max(1, n_steps // CHECKPOINTS_PER_RUN)
+    state = _Checkpoint(output_dir / "checkpoint.pt", fingerprint(records, config))
+    first_step = state.restore(peft_model, projector, optimizer, scheduler, rng)
+    if first_step:
+        order, losses = state.order, state.losses
+        if progress is not None:
+            progress(first_step, n_steps, losses[-1])
+    for step in range(first_step, n_steps):
         if not order:
             order = batches[:]
             rng.shuffle(order)
@@ -209,6 +217,8 @@ def train_explainer(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if (step + 1) % every == 0 and step + 1 < n_steps:
+            state.save(step + 1, peft_model, projector, optimizer, scheduler, rng, order, losses)
         if progress is not None:
             progress(step + 1, n_steps, loss.item())
     peft_model.eval()
@@ -222,10 +232,66 @@ def train_explainer(
     if projector is not None:
         torch.save(projector.state_dict(), output_dir / "projector.pt")
         summary["projector"] = projector.config()
+    faults.checkpoint("adapter-saved")
     tmp = output_dir / "selfexplain_training.json.tmp"  # written last: its presence means complete
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, output_dir / "selfexplain_training.json")
+    state.path.unlink(missing_ok=True)
     return trained, projector
+
+
+# Training state is saved this many times per run (and removed when training ends): a killed run
+# resumes from the last one and ends with exactly the weights of an uninterrupted run.
+CHECKPOINTS_PER_RUN = 10
+
+
+class _Checkpoint:
+    """Trainable weights, optimizer, scheduler, RNG states and data order, written atomically."""
+
+    def __init__(self, path: Path, fingerprint: str):
+        self.path, self.fingerprint = path, fingerprint
+        self.order: list[list[int]] = []
+        self.losses: list[float] = []
+
+    def save(self, step: int, model: nn.Module, projector: nn.Module | None, optimizer, scheduler,
+             rng: random.Random, order: list[list[int]], losses: list[float]) -> None:
+        state = {"fingerprint": self.fingerprint, "step": step,
+                 "weights": {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
+                 "projector": projector.state_dict() if projector is not None else None,
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                 "order": order, "losses": losses}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def restore(self, model: nn.Module, projector: nn.Module | None, optimizer, scheduler,
+                rng: random.Random) -> int:
+        """The step to continue from: the checkpoint's if it belongs to this training, else 0."""
+        if not self.path.is_file():
+            return 0
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint only costs a restart
+            return 0
+        if state.get("fingerprint") != self.fingerprint:
+            return 0
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                params[name].copy_(value)
+        if projector is not None and state["projector"] is not None:
+            projector.load_state_dict(state["projector"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.order, self.losses = state["order"], state["losses"]
+        return int(state["step"])
 
 
 def fingerprint(records: Sequence[Record], config: TrainConfig) -> str:
@@ -249,13 +315,26 @@ def load_trained(loaded: LoadedModel, records: Sequence[Record], config: TrainCo
         return None
     if info.get("fingerprint") != fingerprint(records, config):
         return None
+    trained, projector = load_adapter(loaded, output_dir)
+    if vector_dim and projector is None:
+        return None  # no projector.pt next to an adapter trained with vectors: retrain
+    return trained, projector
+
+
+def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> tuple[LoadedModel, Projector | None]:
+    """A saved adapter (and its projector, when projector.pt exists) on `loaded`, whatever it
+    was trained on (`load_trained` checks that first). PEFT wraps `loaded.model` in place: pass
+    a copy if the base model is needed unchanged."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(loaded.model, output_dir)
+    model = PeftModel.from_pretrained(loaded.model, adapter_dir)
     model.eval()
     trained = LoadedModel(model, loaded.tokenizer, loaded.name, loaded.source, loaded.placeholder_id)
     projector = None
-    if vector_dim:
-        projector = make_projector(loaded, vector_dim)
-        projector.load_state_dict(torch.load(output_dir / "projector.pt", map_location=loaded.device))
+    path = adapter_dir / "projector.pt"
+    if path.is_file():
+        state = torch.load(path, map_location=loaded.device)
+        in_dim = state["linear.weight"].shape[1] if "linear.weight" in state else loaded.hidden_size
+        projector = make_projector(loaded, in_dim)
+        projector.load_state_dict(state)
     return trained, projector

@@ -55,3 +55,34 @@ def test_nan_loss_is_an_error(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "answer_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(TrainingError, match="learning-rate"):
         train_explainer(copy_of(tiny), _records(8), TrainConfig(epochs=1), tmp_path / "a", vector_dim=32)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tiny, tmp_path):
+    """A crash after step 5 of 16 resumes from the checkpoint and ends bit-identical (weights,
+    projector, losses) to uninterrupted training; the checkpoint is gone afterwards."""
+    cfg = TrainConfig(learning_rate=1e-2, epochs=4, batch_size=2, lora_r=4, lora_alpha=8, lora_dropout=0.1)
+    # a non-square projector and dropout: optimizer state and torch RNG both must be restored
+    records = _records(8, dim=24)
+    ref_losses: list[float] = []
+    ref, ref_proj = train_explainer(copy_of(tiny), records, cfg, tmp_path / "ref", vector_dim=24,
+                                    progress=lambda s, n, loss: ref_losses.append(loss))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_5(step, total, loss):
+        if step == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_explainer(copy_of(tiny), records, cfg, tmp_path / "a", vector_dim=24, progress=crash_at_5)
+    assert (tmp_path / "a" / "checkpoint.pt").is_file()
+    seen: list[tuple[int, float]] = []
+    resumed, proj = train_explainer(copy_of(tiny), records, cfg, tmp_path / "a", vector_dim=24,
+                                    progress=lambda s, n, loss: seen.append((s, loss)))
+    assert seen[0][0] == 5 and [loss for _, loss in seen[1:]] == ref_losses[5:]
+    a = {n: p for n, p in ref.model.named_parameters() if p.requires_grad}
+    b = {n: p for n, p in resumed.model.named_parameters() if p.requires_grad}
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    assert all(torch.equal(x, y) for x, y in zip(ref_proj.state_dict().values(), proj.state_dict().values()))
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()
