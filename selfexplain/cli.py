@@ -70,6 +70,23 @@ def list_cmd() -> None:
             typer.echo(f"  {name:20s} {text}")
 
 
+@app.command()
+def explain(prompt: str = typer.Argument(None, help="user message: question, 'Respond with one of A or B ... and "
+                                                     "nothing else.', optional hint line (\\n for newlines)"),
+            run_dir: str = typer.Option(..., "--run", help="run directory with config.json and adapters/self"),
+            adapter: str = typer.Option("", "--adapter", help="adapter directory (default: RUN/adapters/self)"),
+            statement: str = typer.Option("", "--statement", help="start of the subject's reply (default: inferred)"),
+            patch: list[str] = typer.Option([], "--patch", help="ask about a patch BLOCK:TOKEN_TYPE:ENTITY, e.g. "
+                                                                "L25-29:last:Laos (repeatable)"),
+            as_json: bool = typer.Option(False, "--json", help="one JSON object per prompt"),
+            interactive: bool = typer.Option(False, "--interactive",
+                                             help="prompt loop, one prompt per line (also when no PROMPT)")) -> None:
+    """The self explainer's claims about the subject's answer to PROMPT, each checked live by intervening."""
+    from .explain import run_cli
+
+    run_cli(prompt, run_dir, adapter, statement, patch, as_json, interactive)
+
+
 def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -315,10 +315,9 @@ def load_trained(loaded: LoadedModel, records: Sequence[Record], config: TrainCo
         return None
     if info.get("fingerprint") != fingerprint(records, config):
         return None
-    trained, projector = load_adapter(loaded, output_dir)
-    if vector_dim and projector is None:
-        return None  # no projector.pt next to an adapter trained with vectors: retrain
-    return trained, projector
+    if vector_dim and not (output_dir / "projector.pt").is_file():
+        return None  # an adapter trained with vectors but no projector saved: retrain
+    return load_adapter(loaded, output_dir)
 
 
 def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> tuple[LoadedModel, Projector | None]:

@@ -9,6 +9,7 @@ thinks the answer is C."). Ground truth is the subject's answer with the hint ve
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -224,6 +225,40 @@ class AblationBenchmark(ChangeBenchmark):
         c = record.context
         return Question(c["question_id"], c["source"], c["question"], tuple(c["labels"]), c["correct"],
                         c["statement"], c["topic"])
+
+    # ----- one prompt, live (`selfexplain explain`) ----------------------------------------
+    @torch.no_grad()
+    def option_logits(self, subject: LoadedModel, q: Question, hints: Sequence[str | None]) -> torch.Tensor:
+        """The subject's next-token logits of q's options after q with each hint (None: no hint),
+        read exactly as ground truth reads the subject's answer: [len(hints), len(q.labels)]."""
+        with eval_mode(subject.model):
+            return self._label_scores(subject, q, [self.encode(subject, q, h) for h in hints])
+
+    def match_hint(self, hint: str) -> tuple[int, str]:
+        """(wording index, hinted text) of a hint sentence in one of the benchmark's wordings;
+        (-1, '') for any other sentence."""
+        for i, wording in enumerate(self.t["hints"]):
+            head, _, tail = wording.partition("{hint}")
+            m = re.fullmatch(re.escape(head) + r"(.+?)" + re.escape(tail), hint.strip())
+            if m:
+                return i, m.group(1).strip()
+        return -1, ""
+
+    def live_record(self, subject: LoadedModel, config: RunConfig, q: Question, hint: str) -> Record:
+        """The record `build_records` makes for q with `hint`, computed now (split "live"): its
+        query is what the explainer is asked, its answer the subject's measured behaviour when
+        the hint is removed. context also holds each option's probability (softmax over the
+        options) without and with the hint."""
+        scores = self.option_logits(subject, q, [None, hint])
+        order = scores.argsort(dim=1, descending=True)
+        unhinted, hinted, runner_up = (q.labels[int(order[0, 0])], q.labels[int(order[1, 0])],
+                                       q.labels[int(order[1, 1])])
+        wording, target = self.match_hint(hint)
+        record = self._record(subject, config, q, "live", wording, target, hint, unhinted, hinted, runner_up)
+        probs = scores.softmax(-1)
+        record.context["option_probs_unhinted"] = dict(zip(q.labels, probs[0].tolist()))
+        record.context["option_probs_hinted"] = dict(zip(q.labels, probs[1].tolist()))
+        return record
 
     # ----- explainers ----------------------------------------------------------------------
     def instruction(self) -> str:

@@ -255,6 +255,33 @@ class PatchingBenchmark(ChangeBenchmark):
     def instruction(self) -> str:
         return self.t["instruction"]
 
+    @torch.no_grad()
+    def live_record(self, subject: LoadedModel, config: RunConfig, base: Fact, cf: Fact, options: Sequence[str],
+                    block: tuple[int, int], kind: str) -> Record:
+        """The record `build_records` makes for one cell (layer block, token type) of the pair
+        (base, cf), computed now (split "live"): the query carries the patch vector, the answer
+        is the subject's greedy answer after the patch. Items the benchmark would skip (no
+        option answered, or the same answer on both prompts) are computed all the same."""
+        first, last = block
+        item = Item(base, cf, list(options), "live")
+        enc, cf_enc = self.encode(subject, base, options), self.encode(subject, cf, options)
+        device = subject.device
+        with eval_mode(subject.model):
+            with subject.autocast():
+                out = subject.model(input_ids=torch.tensor([enc.ids], device=device), use_cache=True,
+                                    logits_to_keep=1)
+            clean = self.answer_label(subject, int(out.logits[0, -1].float().argmax()), options)
+            with record_residual(subject.model, list(range(first, last + 1))) as resid, subject.autocast():
+                cf_logits = subject.model(input_ids=torch.tensor([cf_enc.ids], device=device),
+                                          logits_to_keep=1).logits[0, -1]
+            cf_clean = self.answer_label(subject, int(cf_logits.float().argmax()), options)
+            patches = [Patch(0, layer, enc.positions[kind], resid[layer][0, cf_enc.positions[kind]])
+                       for layer in range(first, last + 1)]
+            token = self._patched_answers(subject, enc.ids, out.past_key_values, enc.positions[kind], 1, patches)
+            after = self.answer_label(subject, int(token[0]), options)
+        return self._record(subject, config, item, enc, cf_enc, block, kind, clean, cf_clean, after,
+                            resid[last][0, cf_enc.positions[kind]].float().cpu())
+
     def baselines(self, env: BaselineEnv) -> dict[str, Callable[[], Explainer]]:
         unchanged = self.t["answer_unchanged"]
         return {
