@@ -67,3 +67,13 @@ def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> 
     """Mean of a - b over the same items, with a paired bootstrap CI."""
     x = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     return bootstrap_mean(x, seed)
+
+
+def unpaired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> Estimate:
+    """Mean of a minus mean of b over different items, each side resampled independently."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) == 0 or len(y) == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    diffs = x[_resample_indices(len(x), seed)].mean(axis=1) - y[_resample_indices(len(y), seed + 1)].mean(axis=1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return Estimate(float(x.mean() - y.mean()), float(lo), float(hi), min(len(x), len(y)))

@@ -1,12 +1,12 @@
 """A run: one benchmark suite for one subject and config, persisted in its own directory.
 
-Layout of a run directory:
+Rows (records, predictions, metrics) live in the output directory's results store
+(store.py, one SQLite file for every run there); each step is one transaction, so a run killed at
+any point resumes with the same command. Layout of a run directory:
     config.json, environment.json
-    <benchmark>/records/{records.jsonl, vectors.safetensors}, ground_truth.json
-    <benchmark>/predictions/<explainer>.jsonl      (written atomically; reused on rerun)
     adapters/<explainer>/     (PEFT adapter + projector, trained on every benchmark's records)
     cache/                    (attributions and other per-input caches)
-    results.json, results.md
+    results.json, results.md, report.html   (exports of the store, rewritten at the end)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, faults
 from .benchmarks import Benchmark, get_benchmark
 from .benchmarks.base import BaselineEnv, balanced_sample, sources_for
 from .config import RunConfig
@@ -34,8 +34,13 @@ from .explainers.lora import copy_of
 from .metrics import paired_difference
 from .models import LoadedModel, load_model
 from .progress import bar, console
-from .records import Record, load_records, save_records, split
+from .records import Record, split
+from .store import Store
 from .training import TrainConfig, training_steps
+
+
+# Answers stored per transaction: a kill loses at most this many (seconds of work for any explainer).
+PREDICTION_CHUNK = 32
 
 
 def seed_everything(seed: int) -> None:
@@ -79,6 +84,8 @@ class Run:
         if unknown:
             raise ConfigError(f"unknown explainer(s) {unknown}; available: {', '.join(EXPLAINERS)}")
         self.dir = run_dir_for(self.cfg)
+        self.id = self.dir.name
+        self.store = Store.for_output_dir(self.cfg.output_dir)
         self._subject: LoadedModel | None = None
         self._trained: dict[str, LoRAExplainer] = {}
 
@@ -98,31 +105,46 @@ class Run:
         seed_everything(self.cfg.seed)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cfg.save(self.dir / "config.json")
-        _write_json(self.dir / "environment.json", environment())
+        env = environment()
+        _write_json(self.dir / "environment.json", env)
+        self.store.start_run(self.id, self.dir, asdict(self.cfg), env)
         benches = [get_benchmark(name) for name in self.cfg.benchmark_list()]
-        truths = {b.name: self.ground_truth(b, self.dir / b.name) for b in benches}
-        results: dict[str, Any] = {"run_dir": str(self.dir), "config": asdict(self.cfg), "benchmarks": {}}
+        truths = {b.name: self.ground_truth(b) for b in benches}
+        results: dict[str, Any] = {"run_dir": str(self.dir), "run_id": self.id, "config": asdict(self.cfg),
+                                   "environment": env, "benchmarks": {}}
+        item_scores: dict[str, dict] = {}
         for bench in benches:
             records, stats = truths[bench.name]
-            results["benchmarks"][bench.name] = self.run_benchmark(bench, records, stats, truths)
-        _write_json(self.dir / "results.json", results)
-        from .report import markdown_summary
-
-        (self.dir / "results.md").write_text(markdown_summary(results))
+            results["benchmarks"][bench.name], item_scores[bench.name] = self.run_benchmark(
+                bench, records, stats, truths)
+        self.store.finish_run(self.id, results, item_scores)
+        faults.checkpoint("report")
+        self.export(results)
         return results
 
+    def export(self, results: dict[str, Any]) -> None:
+        """results.json, results.md and report.html in the run directory, from the store."""
+        from .html_report import write_html_report
+        from .report import markdown_summary
+
+        _write_json(self.dir / "results.json", results)
+        tmp = self.dir / "results.md.tmp"
+        tmp.write_text(markdown_summary(results))
+        os.replace(tmp, self.dir / "results.md")
+        examples = {name: self.store.examples(self.id, name) for name in results["benchmarks"]}
+        write_html_report(results, examples, self.dir / "report.html")
+
     # ----- ground truth --------------------------------------------------------------------
-    def ground_truth(self, bench: Benchmark, bdir: Path) -> tuple[list[Record], dict]:
-        rdir = bdir / "records"
-        if (rdir / "records.jsonl").is_file() and (bdir / "ground_truth.json").is_file():
-            return load_records(rdir), json.loads((bdir / "ground_truth.json").read_text())
-        bdir.mkdir(parents=True, exist_ok=True)
+    def ground_truth(self, bench: Benchmark) -> tuple[list[Record], dict]:
+        saved = self.store.ground_truth(self.id, bench.name)
+        if saved is not None:
+            return saved
         start = time.perf_counter()
         with bar(f"{bench.name}: ground truth on the subject", None) as advance:
             gt = bench.build_records(self.subject, self.cfg.for_benchmark(bench.sizes), progress=advance)
         gt.stats["seconds"] = time.perf_counter() - start
-        save_records(gt.records, rdir)
-        _write_json(bdir / "ground_truth.json", gt.stats)
+        faults.checkpoint("ground-truth")
+        self.store.save_ground_truth(self.id, bench.name, gt.records, gt.stats)
         return gt.records, gt.stats
 
     # ----- explainers ----------------------------------------------------------------------
@@ -151,7 +173,14 @@ class Run:
         steps = training_steps(len(train), train_cfg)
         tasks = "+".join(truths)
         with bar(f"training '{name}' on {len(train)} {tasks} records", steps) as advance:
-            explainer.progress = lambda step, total, loss: advance(1, f"loss {loss:.3f}")
+            done = [0]
+
+            def progress(step: int, total: int, loss: float) -> None:  # step jumps ahead on resume
+                advance(step - done[0], f"loss {loss:.3f}")
+                done[0] = step
+                faults.checkpoint("train-step")
+
+            explainer.progress = progress
             explainer.fit(train)
         self._trained[name] = explainer
         return explainer
@@ -171,8 +200,8 @@ class Run:
 
     # ----- one benchmark -------------------------------------------------------------------
     def run_benchmark(self, bench: Benchmark, records: list[Record], stats: dict,
-                      truths: dict[str, tuple[list[Record], dict]]) -> dict[str, Any]:
-        bdir = self.dir / bench.name
+                      truths: dict[str, tuple[list[Record], dict]]) -> tuple[dict[str, Any], dict]:
+        """Summary of every applicable explainer on this benchmark, and their per-item scores."""
         train, test = split(records, "train"), split(records, "test")
         console.print(f"[bold]{bench.name}[/]: {len(train)} train / {len(test)} test records; "
                       f"subject accuracy {stats.get('subject_accuracy_unpatched', float('nan')):.1%}; "
@@ -180,19 +209,21 @@ class Run:
         applicable = set(bench.baselines(self.baseline_env())) | GENERIC_EXPLAINERS
         names = [n for n in self._explainer_names() if n in applicable]
         per_item: dict[str, dict[str, dict[str, float]]] = {}
+        item_scores: dict[str, dict[str, dict[str, Any]]] = {}
         summaries: dict[str, dict[str, Any]] = {}
         for name in names:
-            items, preds = self.predictions(name, bench, bdir, train, test, truths)
+            items, preds, info = self.predictions(name, bench, train, test, truths)
             scores = bench.score(items, preds)
-            per_item[name] = {m: dict(zip([r.id for r in items], v)) for m, v in scores.items()}
+            ids = [r.id for r in items]
+            per_item[name] = {m: dict(zip(ids, v)) for m, v in scores.items()}
+            item_scores[name] = {rid: {m: v[i] for m, v in scores.items()} for i, rid in enumerate(ids)}
             summary = bench.summarize(items, scores, self.cfg.seed)
             summary["n_items"] = len(items)
             summary["subsample"] = len(items) < len(test)
             summary["cost"] = {"forward_passes": float(np.mean([p.forward_passes for p in preds])),
                                "seconds": float(np.mean([p.seconds for p in preds]))}
-            info_path = bdir / "predictions" / f"{name}.info.json"
-            if info_path.is_file():
-                summary["info"] = json.loads(info_path.read_text())
+            if info is not None:
+                summary["info"] = info
             summaries[name] = summary
         return {"ground_truth": stats, "n_train": len(train), "n_test": len(test),
                 "primary_metric": bench.primary_metric, "explainers": summaries,
@@ -200,7 +231,7 @@ class Run:
                 "self_vs_best_other": self.paired(bench, per_item, summaries),
                 "self_vs_other": self.paired(bench, per_item, summaries, against="other"),
                 "self_vs": {n: self.paired(bench, per_item, summaries, against=n)
-                            for n in summaries if n != "self"} if "self" in summaries else {}}
+                            for n in summaries if n != "self"} if "self" in summaries else {}}, item_scores
 
     def paired(self, bench: Benchmark, per_item: dict, summaries: dict,
                against: str | None = None) -> dict[str, Any] | None:
@@ -226,27 +257,31 @@ class Run:
                                                 random.Random(self.cfg.seed), strict=True)}
         return [r for r in test if r.id in picked]
 
-    def predictions(self, name: str, bench: Benchmark, bdir: Path, train: list[Record], test: list[Record],
-                    truths) -> tuple[list[Record], list[Explanation]]:
-        path = bdir / "predictions" / f"{name}.jsonl"
+    def predictions(self, name: str, bench: Benchmark, train: list[Record], test: list[Record],
+                    truths) -> tuple[list[Record], list[Explanation], dict | None]:
+        """The explainer's answers to its test items, computed in chunks that are each stored in
+        one transaction: a killed run recomputes at most one chunk, and never duplicates one."""
         by_id = {r.id: r for r in test}
-        if path.is_file():
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-            if rows and all(r["id"] in by_id for r in rows):
-                return ([by_id[r["id"]] for r in rows],
-                        [Explanation(r["text"], r["forward_passes"], r["seconds"]) for r in rows])
+        saved = self.store.predictions(self.id, bench.name, name)
+        done = self.store.completed(self.id, bench.name, name)
+        if done is not None and len(saved) == done[0] and all(i in by_id for i in saved):
+            return [by_id[i] for i in saved], list(saved.values()), done[1]
         explainer = self.make_explainer(name, bench, truths)
         if not isinstance(explainer, LoRAExplainer):
             explainer.fit(train)
         items = self.test_items(explainer, test)
-        with console.status(f"{bench.name}: '{name}' explains {len(items)} test queries"):
-            preds = explainer.explain(items)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for r, p in zip(items, preds):
-                fh.write(json.dumps({"id": r.id, **p.to_dict(), "truth": r.answer}, ensure_ascii=False) + "\n")
-        if hasattr(explainer, "info"):
-            _write_json(path.with_suffix(".info.json"), explainer.info())
-        os.replace(tmp, path)
-        return items, preds
+        if any(i not in {r.id for r in items} for i in saved):  # stale rows from another item set
+            raise ConfigError(f"store {self.store.path} holds answers of '{name}' to other items for run "
+                              f"{self.id}; delete the store or use another --output-dir")
+        todo = [(i, r) for i, r in enumerate(items) if r.id not in saved]
+        with bar(f"{bench.name}: '{name}' explains {len(items)} test queries", len(items)) as advance:
+            advance(len(items) - len(todo))
+            for start in range(0, len(todo), PREDICTION_CHUNK):
+                chunk = todo[start:start + PREDICTION_CHUNK]
+                preds = explainer.explain([r for _, r in chunk])
+                self.store.add_predictions(self.id, bench.name, name, chunk[0][0], [r for _, r in chunk], preds)
+                saved.update({r.id: p for (_, r), p in zip(chunk, preds)})
+                advance(len(chunk))
+        info = explainer.info() if hasattr(explainer, "info") else None
+        self.store.complete_predictions(self.id, bench.name, name, len(items), info)
+        return items, [saved[r.id] for r in items], info

@@ -3,7 +3,7 @@ import pytest
 from selfexplain.benchmarks.patching import PatchingBenchmark, layer_blocks, parse_answer
 from selfexplain.config import RunConfig
 from selfexplain.facts import embedded_facts
-from selfexplain.records import load_records, save_records
+from selfexplain.store import Store
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -74,10 +74,12 @@ def test_same_seed_same_records(ground_truth, tokenizer):
     assert [(r.id, r.answer) for r in again.records] == [(r.id, r.answer) for r in gt.records]
 
 
-def test_records_roundtrip(ground_truth, tmp_path):
+def test_records_roundtrip_through_the_store(ground_truth, tmp_path):
     _, _, gt = ground_truth
-    save_records(gt.records, tmp_path)
-    loaded = load_records(tmp_path)
+    store = Store(tmp_path / "s.db")
+    store.save_ground_truth("run", "patching", gt.records, {"n": 1})
+    loaded, stats = Store(tmp_path / "s.db").ground_truth("run", "patching")
+    assert stats == {"n": 1}
     assert [r.to_json() for r in loaded] == [r.to_json() for r in gt.records]
     assert all((a.vector == b.vector).all() for a, b in zip(loaded, gt.records))
 

@@ -39,8 +39,9 @@ def test_run_writes_results(results):
     from pathlib import Path
 
     run_dir = Path(res["run_dir"])
-    for name in ("config.json", "environment.json", "results.json", "results.md"):
+    for name in ("config.json", "environment.json", "results.json", "results.md", "report.html"):
         assert (run_dir / name).is_file()
+    assert (run_dir.parent / "selfexplain.db").is_file()
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
     assert (run_dir / "adapters" / "other" / "projector.pt").is_file()
     assert "| self |" in (run_dir / "results.md").read_text() or "self" in (run_dir / "results.md").read_text()
@@ -93,7 +94,12 @@ def test_resume_loads_the_saved_adapter(multitask):
     run_dir = Path(res["run_dir"])
     info = run_dir / "adapters" / "self" / "selfexplain_training.json"
     stamp = info.stat().st_mtime_ns
-    (run_dir / "ablation" / "predictions" / "self.jsonl").unlink()
+    from selfexplain.store import Store
+
+    store = Store.open_existing(cfg.output_dir)
+    with store.transaction() as db:  # forget self's ablation answers: they are recomputed
+        db.execute("DELETE FROM predictions WHERE explainer='self' AND benchmark='ablation'")
+        db.execute("DELETE FROM explainer_runs WHERE explainer='self' AND benchmark='ablation'")
     again = run(cfg)
     assert info.stat().st_mtime_ns == stamp  # not retrained
     dump = lambda r: json.dumps(r["benchmarks"]["ablation"]["explainers"]["self"]["exact_match"])  # noqa: E731
