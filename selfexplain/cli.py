@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -55,7 +56,8 @@ def run(**kwargs: Any) -> None:
     out = Console(width=max(150, Console().width))
     for item in rich_tables(results):
         out.print(item)
-    out.print(f"results: {runner.dir / 'results.json'} and {runner.dir / 'results.md'}")
+    out.print(f"results: {runner.store.path} (run {runner.id}); exports {runner.dir / 'results.md'} and "
+              f"{runner.dir / 'report.html'}")
 
 
 @app.command("list")
@@ -68,6 +70,77 @@ def list_cmd() -> None:
         typer.echo(f"{title}:")
         for name, text in entries.items():
             typer.echo(f"  {name:20s} {text}")
+
+
+OUTPUT_DIR = typer.Option("runs", "--output-dir", help="the --output-dir the runs were written to")
+
+
+@app.command("runs")
+def runs_cmd(output_dir: str = OUTPUT_DIR) -> None:
+    """List the runs in an output directory's results store."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .store import Store
+
+    store = Store.open_existing(output_dir)
+    table = Table(title=f"runs in {store.path}")
+    for col in ("run", "status", "benchmarks", "subject", "mode", "seed", "updated", "records", "answers"):
+        table.add_column(col)
+    for r in store.runs():
+        counts = store.counts(r.id)
+        table.add_row(r.id, r.status, r.benchmarks, r.subject, r.mode, str(r.seed),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated)), str(counts["records"]),
+                      str(counts["predictions"]))
+    Console(width=max(120, Console().width)).print(table)
+
+
+@app.command()
+def compare(run_a: str = typer.Argument(..., help="run id (or unique prefix, or run directory)"),
+            run_b: str = typer.Argument(..., help="run id (or unique prefix, or run directory)"),
+            output_dir: str = OUTPUT_DIR) -> None:
+    """Per benchmark and explainer: B minus A on the primary metric, with a 95% CI."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .compare import compare_runs
+    from .store import Store
+
+    store = Store.open_existing(output_dir)
+    a, b = store.resolve(run_a), store.resolve(run_b)
+    deltas = compare_runs(store, a, b)
+    if not deltas:
+        typer.echo(f"runs {a} and {b} share no benchmark and explainer", err=True)
+        raise typer.Exit(1)
+    pct = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    table = Table(title=f"B minus A   A = {a}   B = {b}")
+    for col in ("benchmark", "explainer", "metric", "A", "B", "B - A [95% CI]", "items", "CI"):
+        table.add_column(col, justify="left" if col in ("benchmark", "explainer", "metric") else "right")
+    for d in deltas:
+        diff = "" if d.difference is None else str(d.difference)
+        table.add_row(d.benchmark, d.explainer, d.metric, pct(d.a), pct(d.b), diff,
+                      str(d.difference.n) if d.difference else "", "paired" if d.paired else "unpaired")
+    Console(width=max(120, Console().width)).print(table)
+
+
+@app.command()
+def report(run: str = typer.Argument(..., help="run id (or unique prefix, or run directory)"),
+           output_dir: str = OUTPUT_DIR,
+           out: str = typer.Option("", "--out", help="HTML file to write (default: RUN_DIR/report.html)")) -> None:
+    """Write a run's self-contained HTML report (viewable offline)."""
+    from .html_report import write_html_report
+    from .store import Store
+
+    if not Path(output_dir, "selfexplain.db").is_file() and Path(run, "..", "selfexplain.db").is_file():
+        output_dir = str(Path(run).resolve().parent)  # a run directory given: its store is beside it
+    store = Store.open_existing(output_dir)
+    run_id = store.resolve(run)
+    results = store.results(run_id)
+    examples = {name: store.examples(run_id, name) for name in results["benchmarks"]}
+    path = write_html_report(results, examples, Path(out) if out else Path(results["run_dir"]) / "report.html")
+    typer.echo(str(path))
 
 
 @app.command()
