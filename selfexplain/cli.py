@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import sqlite3
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -181,6 +182,12 @@ def main() -> None:
     except OSError as exc:
         if exc.errno == 28:
             typer.echo(f"error: disk full while writing ({exc.filename}); free space and rerun to resume", err=True)
+            sys.exit(1)
+        raise
+    except sqlite3.OperationalError as exc:  # the results store: full disk, or locked by another writer
+        if "full" in str(exc) or "locked" in str(exc):
+            typer.echo(f"error: results store: {exc}; free space or stop the other run, then rerun to resume",
+                       err=True)
             sys.exit(1)
         raise
     except click.exceptions.ClickException as exc:

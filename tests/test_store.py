@@ -115,3 +115,22 @@ def test_cli_runs_and_compare(tmp_path):
     compared = runner.invoke(app, ["compare", "a", "b", "--output-dir", str(tmp_path)])
     assert compared.exit_code == 0, compared.output
     assert "50.0" in compared.output and "paired" in compared.output
+
+
+def test_full_disk_in_the_store_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import sqlite3
+    import sys
+
+    from selfexplain import cli
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "runs", full)
+    Store(tmp_path / "selfexplain.db")
+    monkeypatch.setattr(sys, "argv", ["selfexplain", "runs", "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "disk is full" in err and "rerun to resume" in err
