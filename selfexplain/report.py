@@ -43,17 +43,35 @@ def _facts(bench: dict[str, Any]) -> list[str]:
                      "column is paired on that subsample.")
     if bench.get("multitask"):
         lines.append("self and other: one multitask adapter trained on every benchmark of the run.")
+    return lines + comparison_lines(bench)
+
+
+def verdict(difference: dict[str, float], rival: str) -> str:
+    """Verdict of a paired 'self - rival' difference with its 95% CI."""
+    return ("self wins" if difference["low"] > 0 else f"{rival} wins" if difference["high"] < 0
+            else "no significant difference")
+
+
+def comparison_pairs(bench: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(key, pair) of 'self_vs_best_other' and 'self_vs_other' when present, without repeating 'other'."""
+    out = []
     for key in ("self_vs_best_other", "self_vs_other"):
         pair = bench.get(key)
         if not pair or (key == "self_vs_other" and (bench.get("self_vs_best_other") or {}).get("best_other") == "other"):
             continue
+        out.append((key, pair))
+    return out
+
+
+def comparison_lines(bench: dict[str, Any]) -> list[str]:
+    """The 'self - best other' and 'self - other' sentences of a benchmark (paired bootstrap)."""
+    lines = []
+    for key, pair in comparison_pairs(bench):
         d = pair["difference"]
         rival = pair["best_other"]
-        verdict = ("self wins" if d["low"] > 0 else f"{rival} wins" if d["high"] < 0
-                   else "no significant difference")
         label = "best non-self explainer" if key == "self_vs_best_other" else "the other model"
         lines.append(f"self - {rival} ({label}), {METRIC_LABELS.get(pair['metric'], pair['metric'])}: "
-                     f"{_fmt(d)} points (paired bootstrap 95% CI): {verdict}.")
+                     f"{_fmt(d)} points (paired bootstrap 95% CI): {verdict(d, rival)}.")
     return lines
 
 

@@ -1,0 +1,1127 @@
+"""One self-contained HTML report per run: leaderboards, charts and a per-example browser.
+
+`render_html(results, examples)` takes a run's results.json dict and, per benchmark, rows
+``{"id", "query", "truth", "context", "predictions": {explainer: {"text", "exact_match"}}}``.
+The page needs no network: the plotly.js bundle is inlined once, example data is embedded as
+escaped JSON and rendered by a small script through textContent only.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from .explainers import EXPLAINERS
+from .report import METRIC_LABELS, comparison_lines, comparison_pairs, verdict
+
+# --------------------------------------------------------------------------- explainer families
+
+# family -> (label, colour, what it is). Order = display order.
+FAMILY_INFO: dict[str, tuple[str, str, str]] = {
+    "self": ("self-explanation", "#7c3aed", "the subject itself, fine-tuned (LoRA) to report on its own computation"),
+    "other": ("other model", "#0891b2", "a different model trained on the same records to explain the subject"),
+    "untrained": ("untrained self-report", "#f59e0b", "the subject asked about itself without training (prompting)"),
+    "human": ("human-centric", "#16a34a",
+              "attribution maps made for human readers, thresholded into an answer (later: human rationales)"),
+    "heuristic": ("simple heuristic", "#94a3b8", "answers that never look inside the model"),
+    "unclassified": ("unclassified", "#a8a29e", "not yet assigned a family in html_report.FAMILIES"),
+}
+
+# explainer name -> family. Names not listed fall back through `family()`.
+FAMILIES: dict[str, str] = {
+    "self": "self",
+    "other": "other",
+    "zero-shot": "untrained",
+    "4-shot": "untrained",
+    "occlusion": "human",
+    "lime": "human",
+    "kernel-shap": "human",
+    "integrated-gradients": "human",
+    "attention-last": "human",
+    "attention-rollout": "human",
+    "never-changes": "heuristic",
+    "majority": "heuristic",
+    "hint-follow": "heuristic",
+    "layer-token-prior": "heuristic",
+    "nearest-neighbour": "heuristic",
+}
+
+
+def family(name: str) -> str:
+    """Family of an explainer: FAMILIES, else a guess from the name, else 'unclassified'."""
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if name.startswith(("attention-", "rationale", "human-")):
+        return "human"
+    if name.endswith("-shot"):
+        return "untrained"
+    return "unclassified"
+
+
+KIND_COLOURS = {"changed": "#e11d48", "unchanged": "#64748b"}
+EXTRA_METRIC_LABELS = {"exact_match_subject_correct": "exact match (subject correct)"}
+PAGE_SIZE = 25
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_estimate(v: Any) -> bool:
+    return isinstance(v, dict) and {"value", "low", "high"} <= v.keys()
+
+
+def _plottable(v: Any) -> bool:
+    """An estimate whose value and CI are all finite numbers."""
+    return _is_estimate(v) and all(_finite(v[k]) for k in ("value", "low", "high"))
+
+
+def _pct(x: Any, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}" if _finite(x) else "–"
+
+
+def _cell(est: dict | None, signed: bool = False) -> str:
+    """Table cell content: value, with its 95% CI in small type below."""
+    if not _is_estimate(est):
+        return "–"
+    f = _signed if signed else _pct
+    return (f'<span class="v">{_e(f(est["value"]))}</span>'
+            f'<span class="ci">{_e(f(est["low"]))} … {_e(f(est["high"]))}</span>')
+
+
+def _ci(est: dict | None) -> str:
+    if not _is_estimate(est):
+        return "–"
+    return f"{_pct(est['value'])} [{_pct(est['low'])}, {_pct(est['high'])}]"
+
+
+def _signed(x: Any) -> str:
+    return f"{100 * x:+.1f}".replace("-", "−") if _finite(x) else "–"
+
+
+def _diff(est: dict | None) -> str:
+    if not _is_estimate(est):
+        return "–"
+    return f"{_signed(est['value'])} [{_signed(est['low'])}, {_signed(est['high'])}]"
+
+
+def _seconds(s: Any) -> str:
+    if not _finite(s):
+        return "–"
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} µs"
+    if s < 1:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s:.2f} s"
+
+
+def _passes(x: Any) -> str:
+    if not _finite(x):
+        return "–"
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+
+
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name) or EXTRA_METRIC_LABELS.get(name) or name.replace("_", " ")
+
+
+def metric_names(bench: dict[str, Any]) -> list[str]:
+    """Every metric the explainers report (any dict with value/low/high), the primary one first."""
+    names: list[str] = []
+    for stats in bench.get("explainers", {}).values():
+        for key, v in stats.items():
+            if _is_estimate(v) and key not in names:
+                names.append(key)
+    primary = bench.get("primary_metric")
+    if primary in names:
+        names.remove(primary)
+        names.insert(0, primary)
+    return names
+
+
+def _primary(bench: dict[str, Any]) -> str:
+    names = metric_names(bench)
+    return bench.get("primary_metric") or (names[0] if names else "exact_match")
+
+
+def _value(stats: dict[str, Any], metric: str) -> float:
+    est = stats.get(metric)
+    return est["value"] if _is_estimate(est) and _finite(est["value"]) else -math.inf
+
+
+def ranked(bench: dict[str, Any]) -> list[str]:
+    """Explainer names, best primary metric first (ties: family order, then name)."""
+    primary = _primary(bench)
+    fams = list(FAMILY_INFO)
+    return sorted(bench.get("explainers", {}),
+                  key=lambda n: (-_value(bench["explainers"][n], primary), fams.index(family(n)), n))
+
+
+def self_pair(bench: dict[str, Any], name: str) -> dict | None:
+    """Paired bootstrap 'self - name' estimate, from self_vs or the two summary pairs."""
+    pair = (bench.get("self_vs") or {}).get(name)
+    if pair is None:
+        for key in ("self_vs_best_other", "self_vs_other"):
+            p = bench.get(key) or {}
+            if p.get("best_other") == name:
+                pair = p
+                break
+    d = (pair or {}).get("difference")
+    return d if _is_estimate(d) else None
+
+
+def _verdict_class(d: dict | None) -> str:
+    if not d or not _finite(d.get("low")) or not _finite(d.get("high")):
+        return "neutral"
+    return "win" if d["low"] > 0 else "loss" if d["high"] < 0 else "neutral"
+
+
+def _n_items(bench: dict[str, Any], stats: dict[str, Any]) -> Any:
+    if "n_items" in stats:
+        return stats["n_items"]
+    est = stats.get(_primary(bench))
+    return est.get("n", bench.get("n_test", "–")) if isinstance(est, dict) else bench.get("n_test", "–")
+
+
+def _plot_label(text: str) -> str:
+    """Text for plotly labels: plotly parses a subset of HTML, so escape it (it decodes entities)."""
+    return html.escape(str(text), quote=False)
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: non-finite floats become None, unknown objects strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
+
+
+def script_json(obj: Any) -> str:
+    """JSON safe to embed in <script type="application/json">: <, >, &, U+2028/9 escaped."""
+    text = json.dumps(_clean(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for raw, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
+                     ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(raw, esc)
+    return text
+
+
+# --------------------------------------------------------------------------- figures
+
+
+class _Figures:
+    """Renders figures to <div>s in document order; the first one carries the plotly.js bundle."""
+
+    CONFIG = {"displaylogo": False, "responsive": True,
+              "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"]}
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def html(self, fig: go.Figure, height: int) -> str:
+        fig.update_layout(
+            template="plotly_white", height=height, autosize=True,
+            font=dict(family="Inter, system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=12,
+                      color="#1f2937"),
+            margin=dict(l=10, r=20, t=30, b=40), hoverlabel=dict(font_size=12),
+            legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0, title_text=""),
+        )
+        fig.update_yaxes(automargin=True)
+        fig.update_xaxes(automargin=True)
+        out = pio.to_html(fig, full_html=False, include_plotlyjs=self.count == 0,
+                          div_id=f"fig-{self.count}", config=self.CONFIG,
+                          default_width="100%", default_height=f"{height}px")
+        self.count += 1
+        return f'<div class="figure">{out}</div>'
+
+
+def _error(ests: list[dict]) -> dict:
+    return dict(type="data", symmetric=False, thickness=1.3, width=4, color="#334155",
+                array=[100 * (e["high"] - e["value"]) for e in ests],
+                arrayminus=[100 * (e["value"] - e["low"]) for e in ests])
+
+
+def _pct_range(ests: list[dict], pad: float = 0.0) -> list[float] | None:
+    """[0, 100] (plus padding) when every estimate lies in [0, 1]; None (autorange) otherwise."""
+    inside = all(0 <= e["low"] and e["high"] <= 1 for e in ests)
+    return [-pad, 100 + pad] if inside else None
+
+
+def _leader_figure(figs: _Figures, bench: dict[str, Any]) -> str:
+    primary = _primary(bench)
+    names = [n for n in ranked(bench) if _plottable(bench["explainers"][n].get(primary))]
+    labels = {n: _plot_label(n + ("*" if bench["explainers"][n].get("subsample") else "")) for n in names}
+    fig = go.Figure()
+    for fam, (flabel, colour, _) in FAMILY_INFO.items():
+        members = [n for n in names if family(n) == fam]
+        if not members:
+            continue
+        ests = [bench["explainers"][n][primary] for n in members]
+        fig.add_bar(
+            y=[labels[n] for n in members], x=[100 * e["value"] for e in ests], orientation="h",
+            name=_plot_label(flabel), marker=dict(color=colour, line=dict(width=0)), error_x=_error(ests),
+            customdata=[[100 * e["low"], 100 * e["high"], _n_items(bench, bench["explainers"][n])]
+                        for n, e in zip(members, ests)],
+            hovertemplate="<b>%{y}</b><br>%{x:.1f}% [%{customdata[0]:.1f}, %{customdata[1]:.1f}]"
+                          "<br>n = %{customdata[2]}<extra>" + _plot_label(flabel) + "</extra>",
+        )
+    fig.update_layout(barmode="overlay", bargap=0.28)
+    fig.update_yaxes(categoryorder="array", categoryarray=[labels[n] for n in reversed(names)])
+    fig.update_xaxes(title_text=_plot_label(metric_label(primary) + " (%)"),
+                     range=_pct_range([bench["explainers"][n][primary] for n in names]))
+    return figs.html(fig, 90 + 24 * max(3, len(names)))
+
+
+def _place_labels(points: list[tuple[str, float, float]], xr: tuple[float, float], yr: tuple[float, float],
+                  width_px: float = 1000, height_px: float = 330) -> list[str]:
+    """Greedy text positions for (label, x, y) points so labels overlap neither each other nor markers.
+
+    x, y and the ranges are in axis units (log10 decades for a log axis); sizes are estimated in pixels.
+    """
+    dx, dy = (xr[1] - xr[0]) / width_px, (yr[1] - yr[0]) / height_px
+    marks = [(x - 6 * dx, x + 6 * dx, y - 6 * dy, y + 6 * dy) for _, x, y in points]
+    placed: list[tuple[float, float, float, float]] = []
+
+    def overlap(a: tuple, b: tuple) -> float:
+        w = min(a[1], b[1]) - max(a[0], b[0])
+        h = min(a[3], b[3]) - max(a[2], b[2])
+        return w * h / (dx * dy) if w > 0 and h > 0 else 0.0
+
+    out = []
+    for i, (label, x, y) in enumerate(points):
+        if not label:
+            out.append("middle right")
+            continue
+        lines = label.split("\n")
+        w, h = (max(map(len, lines)) * 6.3 + 4) * dx, 15 * len(lines) * dy
+        cands = {"middle right": (x + 8 * dx, x + 8 * dx + w, y - h / 2, y + h / 2),
+                 "middle left": (x - 8 * dx - w, x - 8 * dx, y - h / 2, y + h / 2),
+                 "top center": (x - w / 2, x + w / 2, y + 7 * dy, y + 7 * dy + h),
+                 "bottom center": (x - w / 2, x + w / 2, y - 7 * dy - h, y - 7 * dy),
+                 "top right": (x + 4 * dx, x + 4 * dx + w, y + 5 * dy, y + 5 * dy + h),
+                 "bottom right": (x + 4 * dx, x + 4 * dx + w, y - 5 * dy - h, y - 5 * dy),
+                 "top left": (x - 4 * dx - w, x - 4 * dx, y + 5 * dy, y + 5 * dy + h),
+                 "bottom left": (x - 4 * dx - w, x - 4 * dx, y - 5 * dy - h, y - 5 * dy)}
+
+        def cost(box: tuple) -> float:
+            outside = (max(0.0, xr[0] - box[0]) + max(0.0, box[1] - xr[1])) / dx + \
+                      (max(0.0, yr[0] - box[2]) + max(0.0, box[3] - yr[1])) / dy
+            return (10 * outside + sum(overlap(box, b) for b in placed)
+                    + sum(overlap(box, m) for j, m in enumerate(marks) if j != i))
+
+        best = min(cands, key=lambda k: (cost(cands[k]), list(cands).index(k)))
+        placed.append(cands[best])
+        out.append(best)
+    return out
+
+
+def _tick_seconds(s: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if s >= scale * 0.999:
+            return f"{s / scale:g} {unit}"
+    return f"{s:g} s"
+
+
+def _cost_figure(figs: _Figures, bench: dict[str, Any]) -> str:
+    primary = _primary(bench)
+    pts = []
+    for n in ranked(bench):
+        s = bench["explainers"][n]
+        cost = s.get("cost") or {}
+        if _plottable(s.get(primary)) and _finite(cost.get("seconds")):
+            pts.append((n, max(cost["seconds"], 1e-7), s[primary], cost.get("forward_passes")))
+    fig = go.Figure()
+    if pts:
+        lo = math.floor(math.log10(min(p[1] for p in pts)))
+        hi = math.ceil(math.log10(max(p[1] for p in pts)))
+        ys = [100 * v for p in pts for v in (p[2]["low"], p[2]["high"])]
+        yr = (-4.0, 104.0) if _pct_range([p[2] for p in pts]) else (min(ys) - 5, max(ys) + 5)
+        xr = (lo - 0.3, hi + 0.5)
+        # one label per group of coinciding points, placed where it overlaps nothing
+        label_of: dict[str, str] = {}
+        groups: list[list[tuple]] = []
+        for p in pts:
+            for g in groups:
+                if abs(math.log10(g[0][1] / p[1])) < 0.15 and abs(g[0][2]["value"] - p[2]["value"]) < 0.012:
+                    g.append(p)
+                    break
+            else:
+                groups.append([p])
+        for g in groups:
+            label_of[g[0][0]] = ",\n".join(p[0] for p in g)
+        where = dict(zip((p[0] for p in pts), _place_labels(
+            [(label_of.get(p[0], ""), math.log10(p[1]), 100 * p[2]["value"]) for p in pts], xr, yr)))
+        ticks = [10.0 ** k for k in range(lo, hi + 1)]
+        fig.update_xaxes(type="log", tickvals=ticks, ticktext=[_tick_seconds(t) for t in ticks], range=list(xr))
+        fig.update_yaxes(range=list(yr))
+    for fam, (flabel, colour, _) in FAMILY_INFO.items():
+        members = [p for p in pts if family(p[0]) == fam]
+        if not members:
+            continue
+        fig.add_scatter(
+            x=[p[1] for p in members], y=[100 * p[2]["value"] for p in members], mode="markers+text",
+            name=_plot_label(flabel),
+            text=[_plot_label(label_of.get(p[0], "")).replace("\n", "<br>") for p in members],
+            textposition=[where[p[0]] for p in members], textfont=dict(size=11, color="#334155"), cliponaxis=False,
+            marker=dict(size=11, color=colour, line=dict(width=1, color="white")),
+            error_y=dict(_error([p[2] for p in members]), width=0, color=colour, thickness=1.2),
+            customdata=[[_plot_label(p[0]), _seconds(p[1]), _passes(p[3])] for p in members],
+            hovertemplate="<b>%{customdata[0]}</b><br>%{y:.1f}%<br>%{customdata[1]} per explanation"
+                          "<br>%{customdata[2]} forward passes<extra>" + _plot_label(flabel) + "</extra>",
+        )
+    fig.update_xaxes(title_text="seconds per explanation (log scale)")
+    fig.update_yaxes(title_text=_plot_label(metric_label(primary) + " (%)"))
+    return figs.html(fig, 460)
+
+
+def _family_bests(bench: dict[str, Any]) -> list[tuple[str, str]]:
+    """(family, best explainer of that family by the primary metric), in family order."""
+    primary = _primary(bench)
+    out = []
+    for fam in FAMILY_INFO:
+        members = [n for n in ranked(bench) if family(n) == fam and _plottable(bench["explainers"][n].get(primary))]
+        if members:
+            out.append((fam, members[0]))
+    return out
+
+
+def _family_figure(figs: _Figures, bench: dict[str, Any]) -> str:
+    primary = _primary(bench)
+    bests = _family_bests(bench)
+    fig = go.Figure()
+    cats = []
+    for fam, name in bests:
+        flabel, colour, _ = FAMILY_INFO[fam]
+        s = bench["explainers"][name]
+        e = s[primary]
+        cat = _plot_label(f"{flabel}: {name}{'*' if s.get('subsample') else ''}")
+        cats.append(cat)
+        fig.add_bar(y=[cat], x=[100 * e["value"]], orientation="h", name=_plot_label(flabel), showlegend=False,
+                    marker=dict(color=colour), error_x=_error([e]),
+                    text=[f"{100 * e['value']:.1f}%"], textposition="inside", insidetextanchor="start",
+                    textfont=dict(color="white"),
+                    customdata=[[100 * e["low"], 100 * e["high"], _n_items(bench, s)]],
+                    hovertemplate="<b>%{y}</b><br>%{x:.1f}% [%{customdata[0]:.1f}, %{customdata[1]:.1f}]"
+                                  "<br>n = %{customdata[2]}<extra></extra>")
+    fig.update_layout(barmode="overlay", bargap=0.3)
+    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(cats)))
+    fig.update_xaxes(title_text=_plot_label(metric_label(primary) + " (%)"),
+                     range=_pct_range([bench["explainers"][n][primary] for _, n in bests]))
+    return figs.html(fig, 80 + 46 * max(2, len(cats)))
+
+
+def _balance_figure(figs: _Figures, gt: dict[str, Any], bench: dict[str, Any]) -> str | None:
+    rows = []
+    for key, label in (("raw_changed_rate", "before balancing"), ("train_changed_rate", "training set"),
+                       ("test_changed_rate", "test set")):
+        if _finite(gt.get(key)):
+            rows.append((label, gt[key]))
+    if not rows:
+        return None
+    cats = [r[0] for r in rows]
+    fig = go.Figure()
+    for kind, share in (("changed", lambda r: r), ("unchanged", lambda r: 1 - r)):
+        vals = [100 * share(r[1]) for r in rows]
+        fig.add_bar(y=cats, x=vals, orientation="h", name=kind, marker=dict(color=KIND_COLOURS[kind]),
+                    text=[f"{v:.1f}%" for v in vals], textposition="inside", insidetextanchor="middle",
+                    textfont=dict(color="white"), hovertemplate="%{y}: %{x:.1f}% " + kind + "<extra></extra>")
+    fig.update_layout(barmode="stack", bargap=0.35, legend_traceorder="normal")
+    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(cats)))
+    fig.update_xaxes(range=[0, 100], title_text="share of records (%)")
+    return figs.html(fig, 90 + 44 * len(rows))
+
+
+def _breakdown_figure(figs: _Figures, key: str, values: dict[str, float]) -> str:
+    cats = [_plot_label(k) for k in values]
+    xs = [100 * v for v in values.values()]
+    fig = go.Figure(go.Bar(y=cats, x=xs, orientation="h", marker=dict(color=KIND_COLOURS["changed"], opacity=0.85),
+                           text=[f"{x:.1f}%" for x in xs], textposition="auto", cliponaxis=False,
+                           insidetextanchor="end", textfont=dict(size=11),
+                           hovertemplate="%{y}<br>%{x:.1f}% changed<extra></extra>"))
+    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(cats)))
+    fig.update_xaxes(title_text="changed rate (%)", range=[0, min(100.0, 1.25 * max(xs + [1.0]))])
+    fig.update_layout(title=dict(text=_plot_label(key.replace("changed_rate_by_", "changed rate by ")),
+                                 font=dict(size=13), x=0, xanchor="left"),
+                      margin=dict(t=50))
+    return figs.html(fig, 110 + 22 * len(values))
+
+
+# --------------------------------------------------------------------------- HTML sections
+
+
+def _swatch(name: str) -> str:
+    colour = FAMILY_INFO[family(name)][1]
+    return f'<span class="swatch" style="background:{colour}"></span>'
+
+
+def _name_cell(name: str, stats: dict[str, Any] | None = None) -> str:
+    tip = [EXPLAINERS.get(name, ""), f"family: {FAMILY_INFO[family(name)][0]}"]
+    info = (stats or {}).get("info")
+    if isinstance(info, dict):
+        tip.append("; ".join(f"{k} {v:.3g}" if _finite(v) else f"{k} {v}" for k, v in info.items()
+                             if not isinstance(v, (dict, list)) or v))
+    title = " — ".join(t for t in tip if t)
+    return f'{_swatch(name)}<span class="name" title="{_e(title)}">{_e(name)}</span>'
+
+
+def _cibar(est: dict | None) -> str:
+    if not _plottable(est):
+        return ""
+    clip = lambda x: max(0.0, min(100.0, 100 * x))  # noqa: E731
+    lo, hi, v = clip(est["low"]), clip(est["high"]), clip(est["value"])
+    return (f'<span class="cibar"><span class="range" style="left:{lo:.1f}%;width:{max(hi - lo, 0.5):.1f}%">'
+            f'</span><span class="dot" style="left:{v:.1f}%"></span></span>')
+
+
+def _leaderboard(bench: dict[str, Any]) -> str:
+    metrics = metric_names(bench)
+    head = ['<th class="l">#</th>', '<th class="l">explainer</th>']
+    head += [f'<th{" class=primary" if i == 0 else ""}>{_e(metric_label(m))}</th>' for i, m in enumerate(metrics)]
+    head += ['<th title="test items this explainer answered; * = balanced subsample">n</th>',
+             '<th title="paired bootstrap difference self − this explainer, points, 95% CI">self − this</th>',
+             "<th>parsed</th>", '<th title="subject forward passes per explanation">fwd passes</th>',
+             "<th>time / expl.</th>"]
+    body = []
+    for rank, name in enumerate(ranked(bench), 1):
+        s = bench["explainers"][name]
+        cells = [f'<td class="l rank">{rank}</td>', f'<td class="l">{_name_cell(name, s)}</td>']
+        for i, m in enumerate(metrics):
+            est = s.get(m)
+            if i == 0:
+                cells.append(f'<td class="primary"><div class="pcell"><div class="stack">{_cell(est)}</div>'
+                             f'{_cibar(est)}</div></td>')
+            else:
+                cells.append(f'<td><div class="stack">{_cell(est)}</div></td>')
+        sub = s.get("subsample")
+        cells.append(f'<td class="num">{_e(_n_items(bench, s))}'
+                     f'{"<span class=star title=&quot;balanced test subsample&quot;>*</span>" if sub else ""}</td>')
+        d = None if name == "self" else self_pair(bench, name)
+        diff = "—" if name == "self" or d is None else f'<div class="stack">{_cell(d, signed=True)}</div>'
+        cells.append(f'<td class="num diff {_verdict_class(d)}">{diff}</td>')
+        pr = s.get("parse_rate")
+        cost = s.get("cost") or {}
+        cells.append(f'<td class="num">{_e(_pct(pr, 0) + "%" if _finite(pr) else "–")}</td>')
+        cells.append(f'<td class="num">{_e(_passes(cost.get("forward_passes")))}</td>')
+        cells.append(f'<td class="num">{_e(_seconds(cost.get("seconds")))}</td>')
+        row_cls = ' class="self"' if name == "self" else ""
+        body.append(f"<tr{row_cls}>{''.join(cells)}</tr>")
+    return (f'<div class="table-wrap"><table class="board"><thead><tr>{"".join(head)}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _stat(label: str, value: str, sub: str = "") -> str:
+    return (f'<div class="stat"><div class="stat-v">{_e(value)}</div><div class="stat-l">{_e(label)}</div>'
+            f'{f"<div class=stat-s>{_e(sub)}</div>" if sub else ""}</div>')
+
+
+def _stats_strip(bench: dict[str, Any]) -> str:
+    gt = bench.get("ground_truth") or {}
+    cards = [_stat("train / test records", f"{bench.get('n_train', '–')} / {bench.get('n_test', '–')}")]
+    acc = gt.get("subject_accuracy_unpatched", gt.get("subject_accuracy_unhinted"))
+    if _finite(acc):
+        cards.append(_stat("subject task accuracy", f"{_pct(acc)}%", "without the intervention"))
+    if _finite(gt.get("raw_changed_rate")):
+        n_raw = gt.get("n_raw_records")
+        cards.append(_stat("changed before balancing", f"{_pct(gt['raw_changed_rate'])}%",
+                           f"of {n_raw} raw records" if n_raw is not None else ""))
+    if _finite(gt.get("test_changed_rate")):
+        cards.append(_stat("changed in the test set", f"{_pct(gt['test_changed_rate'])}%", "after balancing"))
+    return f'<div class="stats">{"".join(cards)}</div>'
+
+
+def _gt_value(key: str, v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if key == "seconds" or key.endswith("_seconds"):
+        return _seconds(v)
+    if ("rate" in key or "accuracy" in key) and _finite(v):
+        return f"{_pct(v)}%"
+    return f"{v:,}" if isinstance(v, int) else f"{v:.4g}"
+
+
+def _ground_truth(figs: _Figures, bench: dict[str, Any]) -> str:
+    gt = bench.get("ground_truth") or {}
+    parts = ['<h3>Ground truth</h3><p class="lead">The ground truth is what the subject <em>actually did</em> '
+             "under the intervention, measured by running it. Few interventions change the answer, so the "
+             "test set is balanced by sampling: a constant “never changes” answer then scores about half. "
+             "The subject's task accuracy shows how well it knows the questions in the first place.</p>"]
+    balance = _balance_figure(figs, gt, bench)
+    breakdowns = [(k, v) for k, v in gt.items() if k.startswith("changed_rate_by_") and isinstance(v, dict)
+                  and len(v) >= 2 and all(_finite(x) for x in v.values())]
+    charts = ([balance] if balance else []) + [_breakdown_figure(figs, k, v) for k, v in breakdowns]
+    parts += charts
+    scalars = [(k, v) for k, v in gt.items() if not isinstance(v, (dict, list))]
+    if scalars:
+        rows = "".join(f"<tr><th>{_e(k.replace('_', ' '))}</th><td>{_e(_gt_value(k, v))}</td></tr>" for k, v in scalars)
+        parts.append(f'<details class="more"><summary>All ground-truth statistics</summary>'
+                     f'<table class="kv">{rows}</table></details>')
+    return "".join(parts)
+
+
+def _verdict_callouts(bench: dict[str, Any]) -> str:
+    out = []
+    for (key, pair), line in zip(comparison_pairs(bench), comparison_lines(bench)):
+        d = pair["difference"]
+        head = verdict(d, pair["best_other"])
+        line = line.removesuffix(f": {head}.") + "."
+        out.append(f'<div class="verdict {_verdict_class(d)}"><span class="v-head">'
+                   f'{_e(head)}</span><span class="v-text">{_e(line)}</span></div>')
+    return "".join(out)
+
+
+def _family_table(bench: dict[str, Any]) -> str:
+    primary = _primary(bench)
+    rows = []
+    for fam, name in _family_bests(bench):
+        s = bench["explainers"][name]
+        d = None if name == "self" else self_pair(bench, name)
+        verdict_text = "—" if name == "self" else verdict(d, name) if d else "not paired"
+        rows.append(
+            f'<tr><td class="l"><span class="swatch" style="background:{FAMILY_INFO[fam][1]}"></span>'
+            f'{_e(FAMILY_INFO[fam][0])}</td><td class="l">{_e(name)}</td>'
+            f'<td class="num">{_e(_ci(s.get(primary)))}</td>'
+            f'<td class="num">{_e(_n_items(bench, s))}{"*" if s.get("subsample") else ""}</td>'
+            f'<td class="num diff {_verdict_class(d)}">{"—" if name == "self" else _e(_diff(d))}</td>'
+            f'<td class="l vt {_verdict_class(d)}">{_e(verdict_text)}</td></tr>')
+    return (f'<div class="table-wrap"><table class="board compact"><thead><tr><th class="l">family</th>'
+            f'<th class="l">best explainer</th><th>{_e(metric_label(primary))}</th><th>n</th>'
+            f'<th>self − this</th><th class="l">verdict</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _legend(results: dict[str, Any]) -> str:
+    present: dict[str, list[str]] = {}
+    for bench in results.get("benchmarks", {}).values():
+        for n in bench.get("explainers", {}):
+            members = present.setdefault(family(n), [])
+            if n not in members:
+                members.append(n)
+    items = []
+    for fam, (label, colour, desc) in FAMILY_INFO.items():
+        if fam not in present:
+            continue
+        items.append(f'<div class="fam"><span class="swatch big" style="background:{colour}"></span><div>'
+                     f'<div class="fam-l">{_e(label)}</div><div class="fam-d">{_e(desc)}.</div>'
+                     f'<div class="fam-m">{_e(", ".join(present[fam]))}</div></div></div>')
+    return f'<div class="legend">{"".join(items)}</div>'
+
+
+def _header(results: dict[str, Any]) -> str:
+    cfg = results.get("config") or {}
+    chips = []
+    for key in ("subject", "other", "seed", "mode", "benchmarks", "sources"):
+        if cfg.get(key) not in (None, ""):
+            chips.append(f'<span class="chip"><b>{_e(key)}</b> {_e(cfg[key])}</span>')
+    versions = results.get("versions") or results.get("environment") or {}
+    vchips = [f'<span class="chip ghost"><b>{_e(k)}</b> {_e(v)}</span>' for k, v in versions.items()
+              if not isinstance(v, (dict, list))] if isinstance(versions, dict) else []
+    cfg_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in cfg.items())
+    cfg_table = (f'<details class="cfg"><summary>full configuration</summary><table class="kv">{cfg_rows}</table>'
+                 "</details>") if cfg_rows else ""
+    run_dir = results.get("run_dir", "")
+    return (f'<header class="hero"><div class="wrap"><div class="eyebrow">selfexplain · run report</div>'
+            f'<h1>Do self-explanations beat human-centric interpretability?</h1>'
+            f'<div class="rundir"><code>{_e(run_dir)}</code></div>'
+            f'<div class="chips">{"".join(chips)}</div>'
+            f'{f"<div class=chips>{chr(10).join(vchips)}</div>" if vchips else ""}'
+            f"{cfg_table}"
+            f"</div></header>")
+
+
+def _benchmark_section(figs: _Figures, idx: int, name: str, bench: dict[str, Any]) -> str:
+    primary = _primary(bench)
+    gt = bench.get("ground_truth") or {}
+    notes = []
+    if any(s.get("subsample") for s in bench.get("explainers", {}).values()):
+        notes.append("* evaluated on a balanced test subsample (the slow attribution baselines); "
+                     "their “self − this” difference is paired with self on that subsample.")
+    if bench.get("multitask"):
+        notes.append("self and other use one multitask adapter trained on every benchmark of the run.")
+    ref = (bench.get("explainers") or {}).get("never-changes")
+    chance = ""
+    if ref and _plottable(ref.get(primary)) and _finite(gt.get("test_changed_rate")):
+        chance = (f" The test set is {_pct(gt['test_changed_rate'])}% changed, so the constant answer "
+                  f"<b>never-changes</b> scores {_pct(ref[primary]['value'])}%: the level to beat.")
+    return f"""
+<section class="bench" id="bench-{idx}">
+  <div class="wrap">
+    <h2><span class="tag">benchmark</span>{_e(name)}</h2>
+    {_stats_strip(bench)}
+    <div class="card">
+      <h3>Leaderboard</h3>
+      <p class="lead">Every explainer answers the same held-out questions about the subject; an answer counts as
+      right when it matches what the subject actually did. Sorted by <b>{_e(metric_label(primary))}</b>
+      (the primary metric). Values are percentages with 95% bootstrap confidence intervals; <b>self − this</b> is
+      the paired difference in points on the same items (<span class="win-t">green</span>: self significantly
+      better, <span class="loss-t">red</span>: significantly worse). Hover an explainer's name for what it is.</p>
+      {_leaderboard(bench)}
+      {"".join(f'<p class="note">{_e(n)}</p>' for n in notes)}
+    </div>
+    <div class="grid2">
+      <div class="card">
+        <h3>{_e(metric_label(primary).capitalize())} by explainer</h3>
+        <p class="lead">Bars are the primary metric, whiskers the 95% CI, colours the explainer family.{chance}</p>
+        {_leader_figure(figs, bench)}
+      </div>
+      <div class="card">{_ground_truth(figs, bench)}</div>
+    </div>
+    <div class="card">
+      <h3>Cost vs faithfulness</h3>
+      <p class="lead">Wall-clock seconds per explanation on this run's hardware (log scale) against the primary
+      metric, with 95% CIs: up and to the left is better. Hover a point for the number of subject forward passes
+      each explanation needed.</p>
+      {_cost_figure(figs, bench)}
+    </div>
+  </div>
+</section>"""
+
+
+def _overview(figs: _Figures, results: dict[str, Any]) -> str:
+    blocks = []
+    for name, bench in results.get("benchmarks", {}).items():
+        if not bench.get("explainers"):
+            continue
+        blocks.append(f"""
+    <div class="card">
+      <h3><span class="tag">benchmark</span>{_e(name)}</h3>
+      {_verdict_callouts(bench)}
+      {_family_table(bench)}
+      {_family_figure(figs, bench)}
+    </div>""")
+    return f"""
+<section id="overview">
+  <div class="wrap">
+    <h2>Self vs other vs human-centric</h2>
+    <p class="lead">For each benchmark, the best explainer of every family on the primary metric, with its 95% CI.
+    The verdict compares <b>self</b> with a rival through a paired bootstrap on the same test items: the
+    difference is significant when its confidence interval excludes zero. * = balanced test subsample.</p>
+    {_legend(results)}
+    {"".join(blocks) or '<p class="note">No benchmark results.</p>'}
+  </div>
+</section>"""
+
+
+def _examples_payload(results: dict[str, Any], examples: dict[str, list[dict]]) -> dict[str, Any]:
+    names: list[str] = []
+    for bench in results.get("benchmarks", {}).values():
+        names += [n for n in ranked(bench) if n not in names]
+    rows, kinds = [], []
+    for bname, items in (examples or {}).items():
+        for ex in items:
+            ctx = ex.get("context") or {}
+            kind = ctx.get("label") if isinstance(ctx.get("label"), str) else (
+                ("changed" if ctx["changed"] else "unchanged") if isinstance(ctx.get("changed"), bool) else "")
+            if kind and kind not in kinds:
+                kinds.append(kind)
+            preds = {}
+            for pname, p in (ex.get("predictions") or {}).items():
+                if pname not in names:
+                    names.append(pname)
+                em = p.get("exact_match")
+                preds[pname] = [str(p.get("text", "")), float(em) if _finite(em) else None]
+            rows.append({"b": bname, "id": str(ex.get("id", "")), "q": str(ex.get("query", "")),
+                         "t": str(ex.get("truth", "")), "k": kind, "c": ctx, "p": preds})
+    bench_names = list(results.get("benchmarks", {}))
+    bench_names += [b for b in (examples or {}) if b not in bench_names]
+    fams = list(FAMILY_INFO)
+    names.sort(key=lambda n: fams.index(family(n)))  # stable: by family, best first within it
+    return {"benchmarks": [b for b in bench_names if b in (examples or {})], "kinds": kinds, "explainers": names,
+            "family": {n: family(n) for n in names},
+            "familyInfo": {f: {"label": v[0], "color": v[1]} for f, v in FAMILY_INFO.items()},
+            "kindColors": KIND_COLOURS, "pageSize": PAGE_SIZE, "rows": rows}
+
+
+def _examples_section(payload: dict[str, Any]) -> str:
+    return f"""
+<section id="examples">
+  <div class="wrap">
+    <h2>Examples</h2>
+    <p class="lead">Every test item with its input, the ground truth (what the subject actually did) and each
+    explainer's answer, marked <span class="ok-t">✓ right</span> or <span class="bad-t">✗ wrong</span> by exact
+    match. Search looks in the input, the ground truth and all answers. Pick an explainer to filter by whether it
+    was right; attribution baselines answer only a subsample of the items.</p>
+    <div class="card">
+      <div class="controls">
+        <label class="grow">Search<input id="ex-search" type="search" autocomplete="off"
+          placeholder="text in input, truth or answers…"></label>
+        <label>Benchmark<select id="ex-bench"><option value="">all</option></select></label>
+        <label>Ground truth<select id="ex-kind"><option value="">all</option></select></label>
+        <label>Explainer<select id="ex-expl"><option value="">all</option></select></label>
+        <label>Its answer<select id="ex-correct" disabled><option value="">any</option>
+          <option value="1">right</option><option value="0">wrong</option></select></label>
+      </div>
+      <div class="pager"><span id="ex-count" class="muted"></span><span class="spacer"></span>
+        <button id="ex-prev" type="button">‹ prev</button><span id="ex-page" class="muted"></span>
+        <button id="ex-next" type="button">next ›</button></div>
+      <div id="ex-list"></div>
+      <div class="pager bottom"><span class="spacer"></span><button id="ex-prev2" type="button">‹ prev</button>
+        <button id="ex-next2" type="button">next ›</button></div>
+    </div>
+  </div>
+  <script type="application/json" id="ex-data">{script_json(payload)}</script>
+</section>"""
+
+
+CSS = """
+:root{--bg:#f5f6fa;--card:#fff;--ink:#1e293b;--muted:#64748b;--line:#e2e8f0;--accent:#4f46e5;
+--win:#15803d;--winbg:#f0fdf4;--loss:#b91c1c;--lossbg:#fef2f2;--neutral:#475569;--neutralbg:#f8fafc}
+*{box-sizing:border-box}
+html{scroll-behavior:smooth;scroll-padding-top:56px}
+body{margin:0;background:var(--bg);color:var(--ink);font:15px/1.55 Inter,system-ui,-apple-system,"Segoe UI",Roboto,
+"Helvetica Neue",Arial,sans-serif;-webkit-font-smoothing:antialiased}
+.wrap{max-width:1240px;margin:0 auto;padding:0 24px}
+code,pre,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace}
+h1{font-size:30px;line-height:1.2;margin:6px 0 10px;font-weight:700;letter-spacing:-.01em}
+h2{font-size:23px;margin:36px 0 10px;letter-spacing:-.01em;display:flex;align-items:center;gap:10px}
+h3{font-size:16.5px;margin:0 0 6px;display:flex;align-items:center;gap:8px}
+.hero{background:linear-gradient(120deg,#1e1b4b 0%,#312e81 55%,#4338ca 100%);color:#fff;padding:34px 0 26px}
+.eyebrow{text-transform:uppercase;letter-spacing:.12em;font-size:12px;opacity:.75}
+.rundir code{background:rgba(255,255,255,.12);padding:3px 8px;border-radius:6px;font-size:13px;word-break:break-all}
+.chips{display:flex;flex-wrap:wrap;gap:6px;margin-top:12px}
+.chip{background:rgba(255,255,255,.16);border:1px solid rgba(255,255,255,.22);border-radius:999px;padding:2px 11px;font-size:13px}
+.chip b{font-weight:600;opacity:.7;margin-right:3px}
+.chip.ghost{background:transparent;font-size:12px}
+details.cfg{margin-top:12px;font-size:13px}
+details.cfg summary{cursor:pointer;opacity:.8}
+details.cfg .kv{background:rgba(255,255,255,.08);border-radius:8px;margin-top:6px}
+details.cfg .kv th,details.cfg .kv td{color:#fff;border-color:rgba(255,255,255,.12)}
+nav.top{position:sticky;top:0;z-index:20;background:rgba(255,255,255,.94);backdrop-filter:blur(8px);
+border-bottom:1px solid var(--line)}
+nav.top .wrap{display:flex;gap:4px;overflow-x:auto;padding-top:8px;padding-bottom:8px}
+nav.top a{color:var(--ink);text-decoration:none;font-size:14px;padding:5px 12px;border-radius:8px;white-space:nowrap}
+nav.top a:hover{background:#eef2ff;color:var(--accent)}
+.lead{color:var(--muted);margin:2px 0 14px;max-width:920px;font-size:14.5px}
+.note{color:var(--muted);font-size:13px;margin:8px 0 0}
+.muted{color:var(--muted)}
+.card{background:var(--card);border:1px solid var(--line);border-radius:14px;padding:20px 22px;margin:16px 0;
+box-shadow:0 1px 2px rgba(15,23,42,.04),0 4px 16px rgba(15,23,42,.03);min-width:0}
+.tag{font-size:11px;text-transform:uppercase;letter-spacing:.08em;color:var(--accent);background:#eef2ff;
+border-radius:6px;padding:2px 7px;font-weight:600}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:0 18px}
+.grid2>*{min-width:0}
+.grid2.wide-left{grid-template-columns:minmax(0,1.15fr) minmax(0,1fr);align-items:center}
+@media (max-width:980px){.grid2,.grid2.wide-left{grid-template-columns:1fr}}
+.figure{width:100%}
+.stats{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px;margin:8px 0 4px}
+.stat{background:var(--card);border:1px solid var(--line);border-radius:12px;padding:12px 16px}
+.stat-v{font-size:24px;font-weight:700;letter-spacing:-.01em;font-variant-numeric:tabular-nums}
+.stat-l{font-size:13px;color:var(--ink);font-weight:500}
+.stat-s{font-size:12px;color:var(--muted)}
+.table-wrap{overflow-x:auto;-webkit-overflow-scrolling:touch}
+table.board{border-collapse:collapse;width:100%;font-size:13.5px;font-variant-numeric:tabular-nums}
+table.board th{font-weight:600;color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em;
+text-align:right;padding:8px 10px;border-bottom:2px solid var(--line);vertical-align:bottom;line-height:1.3}
+table.board td{padding:6px 10px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
+.stack{display:inline-flex;flex-direction:column;align-items:flex-end;line-height:1.2}
+.stack .ci{font-size:11px;color:var(--muted);font-weight:400}
+.pcell{display:inline-flex;align-items:center;gap:10px}
+table.board .l{text-align:left}
+table.board tbody tr:hover{background:#f8fafc}
+table.board tr.self{background:#f5f3ff}
+table.board tr.self:hover{background:#ede9fe}
+table.board th.primary{color:var(--accent)}
+table.board td.primary{font-weight:600}
+table.board.compact td{padding:8px 10px}
+table.board th.l{text-align:left}
+td.rank{color:var(--muted);width:28px}
+.name{font-weight:500;cursor:help}
+.swatch{display:inline-block;width:10px;height:10px;border-radius:3px;margin-right:8px;vertical-align:0}
+.swatch.big{width:14px;height:14px;border-radius:4px;flex:none;margin-top:4px}
+.star{color:var(--accent);font-weight:700;margin-left:1px}
+.cibar{display:inline-block;position:relative;width:110px;height:12px;flex:none;
+background:linear-gradient(90deg,transparent calc(50% - .5px),#e2e8f0 calc(50% - .5px),#e2e8f0 calc(50% + .5px),
+transparent calc(50% + .5px)),#f8fafc;border-radius:6px;border:1px solid #eef2f7}
+.cibar .range{position:absolute;top:3px;height:4px;background:#a5b4fc;border-radius:2px}
+.cibar .dot{position:absolute;top:2px;width:6px;height:6px;margin-left:-3px;border-radius:50%;background:var(--accent)}
+.diff.win,.vt.win,.win-t{color:var(--win);font-weight:600}
+.diff.loss,.vt.loss,.loss-t{color:var(--loss);font-weight:600}
+.diff.neutral{color:var(--muted)}
+.verdict{display:flex;gap:12px;align-items:baseline;border-radius:10px;padding:10px 14px;margin:8px 0;
+border:1px solid var(--line);background:var(--neutralbg);flex-wrap:wrap}
+.verdict.win{background:var(--winbg);border-color:#bbf7d0}
+.verdict.loss{background:var(--lossbg);border-color:#fecaca}
+.v-head{font-weight:700;white-space:nowrap}
+.verdict.win .v-head{color:var(--win)}
+.verdict.loss .v-head{color:var(--loss)}
+.v-text{color:var(--ink);font-size:14px}
+.legend{display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:10px;margin:6px 0 6px}
+.fam{display:flex;gap:10px;background:var(--card);border:1px solid var(--line);border-radius:12px;padding:10px 12px}
+.fam-l{font-weight:600;font-size:14px}
+.fam-d{font-size:12.5px;color:var(--muted);line-height:1.4}
+.fam-m{font-size:12px;margin-top:4px;word-break:break-word;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;color:#334155}
+details.more{margin-top:10px}
+details.more summary{cursor:pointer;color:var(--accent);font-size:14px}
+table.kv{border-collapse:collapse;font-size:13px;margin-top:6px}
+table.kv th{text-align:left;font-weight:500;color:var(--muted);padding:4px 16px 4px 8px;border-bottom:1px solid var(--line)}
+table.kv td{padding:4px 8px;border-bottom:1px solid var(--line);font-variant-numeric:tabular-nums;word-break:break-word}
+.controls{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-end}
+.controls label{display:flex;flex-direction:column;font-size:12px;color:var(--muted);font-weight:600;gap:4px;
+text-transform:uppercase;letter-spacing:.04em}
+.controls label.grow{flex:1 1 260px}
+.controls input,.controls select{font:inherit;font-size:14px;text-transform:none;letter-spacing:0;color:var(--ink);
+padding:7px 10px;border:1px solid #cbd5e1;border-radius:8px;background:#fff;min-width:130px}
+.controls input:focus,.controls select:focus{outline:2px solid #c7d2fe;border-color:var(--accent)}
+.controls select:disabled{opacity:.5}
+.pager{display:flex;gap:8px;align-items:center;margin:14px 0 6px;font-size:14px}
+.pager .spacer{flex:1}
+.pager button{font:inherit;font-size:13px;padding:5px 12px;border-radius:8px;border:1px solid #cbd5e1;background:#fff;
+cursor:pointer;color:var(--ink)}
+.pager button:hover:not(:disabled){border-color:var(--accent);color:var(--accent)}
+.pager button:disabled{opacity:.4;cursor:default}
+.ex{border:1px solid var(--line);border-radius:12px;padding:14px 16px;margin:12px 0;background:#fff}
+.ex-head{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin-bottom:10px}
+.ex-id{font-size:12px;color:var(--muted);word-break:break-all}
+.badge{font-size:11.5px;font-weight:600;border-radius:999px;padding:1px 9px;background:#eef2ff;color:var(--accent)}
+.badge.kind{color:#fff}
+.ex-grid{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:16px}
+@media (max-width:860px){.ex-grid{grid-template-columns:1fr}}
+.lbl{font-size:11.5px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);font-weight:600;margin:0 0 4px}
+pre.query{margin:0;background:#0f172a;color:#e2e8f0;border-radius:10px;padding:12px 14px;font-size:12.5px;
+line-height:1.5;white-space:pre-wrap;word-break:break-word;max-height:340px;overflow:auto}
+.truth{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13.5px;background:#f1f5f9;
+border-radius:8px;padding:6px 10px;margin-bottom:10px;white-space:pre-wrap;word-break:break-word}
+table.answers{border-collapse:collapse;width:100%;font-size:13px}
+table.answers td{padding:4px 6px;border-bottom:1px solid #f1f5f9;vertical-align:top}
+table.answers td.mark{width:22px;font-weight:700;text-align:center}
+table.answers td.who{white-space:nowrap;width:1%;padding-right:12px}
+table.answers td.txt{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-word}
+table.answers tr.chosen{background:#eef2ff}
+.ok,.ok-t{color:var(--win)}
+.bad,.bad-t{color:var(--loss)}
+.unk{color:var(--muted)}
+.ex details{margin-top:8px;font-size:12.5px}
+.ex details summary{cursor:pointer;color:var(--muted)}
+.missing{font-size:12px;color:var(--muted);margin-top:6px}
+mark{background:#fde68a;color:inherit;border-radius:2px}
+pre.query mark{background:#a16207;color:#fff}
+.empty{padding:30px;text-align:center;color:var(--muted)}
+footer{color:var(--muted);font-size:12.5px;padding:24px 0 40px}
+"""
+
+JS = r"""
+(function () {
+  "use strict";
+  var D = JSON.parse(document.getElementById("ex-data").textContent);
+  var rows = D.rows, PAGE = D.pageSize || 25;
+  function $(id) { return document.getElementById(id); }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function own(o, k) { return o !== null && typeof o === "object" && Object.prototype.hasOwnProperty.call(o, k); }
+  function famInfo(name) {
+    var f = own(D.family, name) ? D.family[name] : "unclassified";
+    return own(D.familyInfo, f) ? D.familyInfo[f] : {label: f, color: "#a8a29e"};
+  }
+  function opt(sel, value, label) { var o = el("option", null, label); o.value = value; sel.appendChild(o); }
+  var search = $("ex-search"), fb = $("ex-bench"), fk = $("ex-kind"), fe = $("ex-expl"), fc = $("ex-correct");
+  var list = $("ex-list"), count = $("ex-count"), pageLbl = $("ex-page");
+  var prevs = [$("ex-prev"), $("ex-prev2")], nexts = [$("ex-next"), $("ex-next2")];
+  D.benchmarks.forEach(function (b) { opt(fb, b, b); });
+  D.kinds.forEach(function (k) { opt(fk, k, k); });
+  D.explainers.forEach(function (n) { opt(fe, n, n + " · " + famInfo(n).label); });
+  rows.forEach(function (r) {
+    var parts = [r.id, r.q, r.t];
+    Object.keys(r.p).forEach(function (n) { parts.push(r.p[n][0]); });
+    r.hay = parts.join("\n").toLowerCase();
+  });
+  var hits = rows, page = 0;
+
+  function right(em) { return em === null || em === undefined ? null : em >= 0.5; }
+
+  function marked(parent, text, needle) {  // text nodes + <mark> around matches; never parses HTML
+    text = String(text);
+    if (!needle) { parent.appendChild(document.createTextNode(text)); return parent; }
+    var low = text.toLowerCase(), i = 0, j;
+    while ((j = low.indexOf(needle, i)) !== -1) {
+      if (j > i) parent.appendChild(document.createTextNode(text.slice(i, j)));
+      parent.appendChild(el("mark", null, text.slice(j, j + needle.length)));
+      i = j + needle.length;
+    }
+    if (i < text.length) parent.appendChild(document.createTextNode(text.slice(i)));
+    return parent;
+  }
+
+  function swatch(name) {
+    var s = el("span", "swatch");
+    s.style.background = famInfo(name).color;
+    return s;
+  }
+
+  function card(r, chosen, needle) {
+    var c = el("article", "ex");
+    var head = el("div", "ex-head");
+    head.appendChild(el("span", "badge", r.b));
+    if (r.k) {
+      var kb = el("span", "badge kind", r.k);
+      kb.style.background = own(D.kindColors, r.k) ? D.kindColors[r.k] : "#6366f1";
+      head.appendChild(kb);
+    }
+    head.appendChild(marked(el("code", "ex-id"), r.id, needle));
+    c.appendChild(head);
+    var grid = el("div", "ex-grid"), left = el("div"), rightCol = el("div");
+    left.appendChild(el("div", "lbl", "Input (query)"));
+    left.appendChild(marked(el("pre", "query"), r.q, needle));
+    var keys = Object.keys(r.c || {});
+    if (keys.length) {
+      var det = el("details"), sum = el("summary", null, "context (" + keys.length + " fields)");
+      det.appendChild(sum);
+      var t = el("table", "kv");
+      keys.forEach(function (k) {
+        var v = r.c[k], tr = el("tr");
+        tr.appendChild(el("th", null, k));
+        tr.appendChild(el("td", null, typeof v === "string" ? v : JSON.stringify(v)));
+        t.appendChild(tr);
+      });
+      det.appendChild(t);
+      left.appendChild(det);
+    }
+    rightCol.appendChild(el("div", "lbl", "Ground truth"));
+    rightCol.appendChild(marked(el("div", "truth"), r.t, needle));
+    rightCol.appendChild(el("div", "lbl", "Explainers' answers"));
+    var tbl = el("table", "answers"), missing = [];
+    var order = D.explainers.slice();
+    if (chosen) order = [chosen].concat(order.filter(function (n) { return n !== chosen; }));
+    order.forEach(function (n) {
+      var p = own(r.p, n) ? r.p[n] : null;
+      if (!p) { missing.push(n); return; }
+      var ok = right(p[1]), tr = el("tr", n === chosen ? "chosen" : null);
+      var m = el("td", "mark " + (ok === null ? "unk" : ok ? "ok" : "bad"), ok === null ? "?" : ok ? "✓" : "✗");
+      m.title = ok === null ? "not scored" : ok ? "right" : "wrong";
+      tr.appendChild(m);
+      var who = el("td", "who");
+      who.appendChild(swatch(n));
+      who.appendChild(document.createTextNode(n));
+      tr.appendChild(who);
+      tr.appendChild(p[0] === "" ? el("td", "txt unk", "(empty answer)") : marked(el("td", "txt"), p[0], needle));
+      tbl.appendChild(tr);
+    });
+    rightCol.appendChild(tbl);
+    if (missing.length) rightCol.appendChild(el("div", "missing", "not run on this item: " + missing.join(", ")));
+    grid.appendChild(left);
+    grid.appendChild(rightCol);
+    c.appendChild(grid);
+    return c;
+  }
+
+  function render() {
+    var pages = Math.max(1, Math.ceil(hits.length / PAGE));
+    page = Math.min(Math.max(0, page), pages - 1);
+    var needle = search.value.trim().toLowerCase(), chosen = fe.value;
+    while (list.firstChild) list.removeChild(list.firstChild);
+    var start = page * PAGE, end = Math.min(hits.length, start + PAGE);
+    for (var i = start; i < end; i++) list.appendChild(card(hits[i], chosen, needle));
+    if (!hits.length) list.appendChild(el("div", "empty", rows.length ? "No example matches these filters." :
+                                                         "This report carries no per-example data."));
+    count.textContent = hits.length ? ("showing " + (start + 1) + "–" + end + " of " + hits.length +
+                                       " examples" + (hits.length < rows.length ? " (" + rows.length + " in all)" : ""))
+                                    : "0 examples";
+    pageLbl.textContent = "page " + (page + 1) + " / " + pages;
+    prevs.forEach(function (b) { b.disabled = page === 0; });
+    nexts.forEach(function (b) { b.disabled = page >= pages - 1; });
+  }
+
+  function apply() {
+    var needle = search.value.trim().toLowerCase(), b = fb.value, k = fk.value, e = fe.value;
+    fc.disabled = !e;
+    var want = fc.disabled || fc.value === "" ? null : fc.value === "1";
+    hits = rows.filter(function (r) {
+      if (b && r.b !== b) return false;
+      if (k && r.k !== k) return false;
+      if (e) {
+        var p = own(r.p, e) ? r.p[e] : null;
+        if (!p) return false;
+        if (want !== null && right(p[1]) !== want) return false;
+      }
+      return !needle || r.hay.indexOf(needle) !== -1;
+    });
+    page = 0;
+    render();
+  }
+
+  var timer = null;
+  search.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(apply, 120); });
+  [fb, fk, fe, fc].forEach(function (s) { s.addEventListener("change", apply); });
+  prevs.forEach(function (b) { b.addEventListener("click", function () { page--; render(); }); });
+  nexts.forEach(function (b) {
+    b.addEventListener("click", function () {
+      page++; render();
+      if (this.id === "ex-next2") $("examples").scrollIntoView();
+    });
+  });
+  prevs[1].addEventListener("click", function () { $("examples").scrollIntoView(); });
+  apply();
+})();
+"""
+
+
+def render_html(results: dict[str, Any], examples: dict[str, list[dict]]) -> str:
+    """The whole report as one HTML string (plotly.js inlined; no network needed to view it)."""
+    figs = _Figures()
+    benches = results.get("benchmarks") or {}
+    overview = _overview(figs, results)
+    sections = [_benchmark_section(figs, i, name, bench) for i, (name, bench) in enumerate(benches.items())
+                if bench.get("explainers")]
+    payload = _examples_payload(results, examples)
+    nav = ['<a href="#overview">Self vs other vs human-centric</a>']
+    nav += [f'<a href="#bench-{i}">{_e(name)}</a>' for i, (name, bench) in enumerate(benches.items())
+            if bench.get("explainers")]
+    nav.append(f'<a href="#examples">Examples ({len(payload["rows"])})</a>')
+    cfg = results.get("config") or {}
+    title = f"selfexplain report — {cfg.get('subject', '')} {', '.join(benches)}".strip()
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="selfexplain html_report">
+<title>{_e(title)}</title>
+<style>{CSS}</style>
+</head>
+<body data-figures="{figs.count}">
+{_header(results)}
+<nav class="top"><div class="wrap">{"".join(nav)}</div></nav>
+<main>
+{overview}
+{"".join(sections)}
+{_examples_section(payload)}
+</main>
+<footer><div class="wrap">Generated by selfexplain. Percentages with 95% bootstrap confidence intervals;
+paired differences are bootstrapped over the same test items. Self-contained: plotly.js is embedded.</div></footer>
+<script>{JS}</script>
+</body>
+</html>
+"""
+
+
+def write_html_report(results: dict[str, Any], examples: dict[str, list[dict]], path: Path) -> Path:
+    """Render the report and write it atomically (temporary file, then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(render_html(results, examples), encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
