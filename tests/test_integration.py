@@ -2,6 +2,7 @@
 
 import importlib.util
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,10 +24,14 @@ def smollm2():
     return model, first, time.perf_counter() - start
 
 
-def test_load_times(smollm2):
+def test_second_load_reads_the_safetensors_cache(smollm2):
+    """Absolute load times depend on the machine's load: bench/model_load.py measures them."""
+    from selfexplain.models import _gguf_cache_path
+
     model, first, again = smollm2
     assert model.num_layers == 30 and model.hidden_size == 576
-    assert first <= 60 and again <= 5
+    assert (_gguf_cache_path(Path(model.source)) / "config.json").is_file()
+    assert again < first or again < 5  # the cached copy, not a second dequantization
 
 
 def test_patching_ground_truth_on_smollm2(smollm2):
