@@ -88,7 +88,8 @@ def runs_cmd(output_dir: str = OUTPUT_DIR) -> None:
 
     store = Store.open_existing(output_dir)
     table = Table(title=f"runs in {store.path}")
-    for col in ("run", "status", "benchmarks", "subject", "mode", "seed", "updated", "records", "answers"):
+    table.add_column("run", overflow="fold", min_width=20)  # ids are copied into other commands: never cut
+    for col in ("status", "benchmarks", "subject", "mode", "seed", "updated", "records", "answers"):
         table.add_column(col)
     for r in store.runs():
         counts = store.counts(r.id)

@@ -11,6 +11,8 @@ exports of what the store holds.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -33,7 +35,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, run_dir TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
     status TEXT NOT NULL, subject TEXT, benchmarks TEXT, mode TEXT, seed INTEGER,
-    config TEXT NOT NULL, environment TEXT NOT NULL, results TEXT);
+    config TEXT NOT NULL, environment TEXT NOT NULL, results TEXT, host TEXT, pid INTEGER);
 CREATE TABLE IF NOT EXISTS ground_truth (
     run_id TEXT NOT NULL, benchmark TEXT NOT NULL, stats TEXT NOT NULL,
     PRIMARY KEY (run_id, benchmark));
@@ -84,6 +86,10 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")  # readers (runs, report) never block a writer
             self.db.execute("PRAGMA synchronous=FULL")  # a committed step survives power loss too
             self.db.executescript(_SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+            for column, kind in (("host", "TEXT"), ("pid", "INTEGER")):  # stores written before these existed
+                if column not in columns:
+                    self.db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
             version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{self.path} is not a selfexplain results store ({exc})") from exc
@@ -128,11 +134,12 @@ class Store:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO runs (id, run_dir, created, updated, status, subject, benchmarks, mode, seed, config, "
-                "environment) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                "updated=excluded.updated, status='running', run_dir=excluded.run_dir, "
-                "environment=excluded.environment",
+                "environment, host, pid) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO "
+                "UPDATE SET updated=excluded.updated, status='running', run_dir=excluded.run_dir, "
+                "environment=excluded.environment, host=excluded.host, pid=excluded.pid",
                 (run_id, str(run_dir), now, now, config.get("subject"), config.get("benchmarks"), config.get("mode"),
-                 config.get("seed"), json.dumps(config, sort_keys=True), json.dumps(environment, sort_keys=True)))
+                 config.get("seed"), json.dumps(config, sort_keys=True), json.dumps(environment, sort_keys=True),
+                 socket.gethostname(), os.getpid()))
 
     def finish_run(self, run_id: str, results: dict[str, Any],
                    item_scores: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> None:
@@ -160,9 +167,15 @@ class Store:
                        (json.dumps(results, allow_nan=True), time.time(), run_id))
 
     def runs(self) -> list[RunRow]:
-        cur = self.db.execute("SELECT id, run_dir, status, created, updated, subject, benchmarks, mode, seed "
-                              "FROM runs ORDER BY created")
-        return [RunRow(*row) for row in cur.fetchall()]
+        """Every run, oldest first; a 'running' run whose process is gone shows as 'interrupted'."""
+        cur = self.db.execute("SELECT id, run_dir, status, created, updated, subject, benchmarks, mode, seed, "
+                              "host, pid FROM runs ORDER BY created")
+        rows = []
+        for *fields, host, pid in cur.fetchall():
+            if fields[2] == "running" and host == socket.gethostname() and pid and not _alive(pid):
+                fields[2] = "interrupted"
+            rows.append(RunRow(*fields))
+        return rows
 
     def resolve(self, ref: str) -> str:
         """A run id from an id, a unique id prefix or a run directory path."""
@@ -276,6 +289,16 @@ class Store:
         """Rows per table for a run (resume tests and `selfexplain runs`)."""
         return {table: self.db.execute(f"SELECT COUNT(*) FROM {table} WHERE run_id=?", (run_id,)).fetchone()[0]
                 for table in ("records", "predictions", "explainer_runs", "metrics")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _num(x: Any) -> float | None:

@@ -134,3 +134,14 @@ def test_full_disk_in_the_store_is_a_one_line_error(tmp_path, monkeypatch, capsy
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "disk is full" in err and "rerun to resume" in err
+
+
+def test_a_run_whose_process_died_is_interrupted(tmp_path):
+    import subprocess
+    import sys
+
+    store = Store(tmp_path / "s.db")
+    store.start_run("alive", tmp_path / "alive", {"subject": "tiny"}, {})
+    code = f"from selfexplain.store import Store; Store({str(tmp_path / 's.db')!r}).start_run('dead', '.', {{}}, {{}})"
+    subprocess.run([sys.executable, "-c", code], check=True)  # registers a run, then exits
+    assert {r.id: r.status for r in store.runs()} == {"alive": "running", "dead": "interrupted"}
