@@ -12,6 +12,7 @@ import html
 import json
 import math
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -779,299 +780,9 @@ def _examples_section(payload: dict[str, Any]) -> str:
 </section>"""
 
 
-CSS = """
-:root{--bg:#f5f6fa;--card:#fff;--ink:#1e293b;--muted:#64748b;--line:#e2e8f0;--accent:#4f46e5;
---win:#15803d;--winbg:#f0fdf4;--loss:#b91c1c;--lossbg:#fef2f2;--neutral:#475569;--neutralbg:#f8fafc}
-*{box-sizing:border-box}
-html{scroll-behavior:smooth;scroll-padding-top:56px}
-body{margin:0;background:var(--bg);color:var(--ink);font:15px/1.55 Inter,system-ui,-apple-system,"Segoe UI",Roboto,
-"Helvetica Neue",Arial,sans-serif;-webkit-font-smoothing:antialiased}
-.wrap{max-width:1240px;margin:0 auto;padding:0 24px}
-code,pre,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace}
-h1{font-size:30px;line-height:1.2;margin:6px 0 10px;font-weight:700;letter-spacing:-.01em}
-h2{font-size:23px;margin:36px 0 10px;letter-spacing:-.01em;display:flex;align-items:center;gap:10px}
-h3{font-size:16.5px;margin:0 0 6px;display:flex;align-items:center;gap:8px}
-.hero{background:linear-gradient(120deg,#1e1b4b 0%,#312e81 55%,#4338ca 100%);color:#fff;padding:34px 0 26px}
-.eyebrow{text-transform:uppercase;letter-spacing:.12em;font-size:12px;opacity:.75}
-.rundir code{background:rgba(255,255,255,.12);padding:3px 8px;border-radius:6px;font-size:13px;word-break:break-all}
-.chips{display:flex;flex-wrap:wrap;gap:6px;margin-top:12px}
-.chip{background:rgba(255,255,255,.16);border:1px solid rgba(255,255,255,.22);border-radius:999px;padding:2px 11px;font-size:13px}
-.chip b{font-weight:600;opacity:.7;margin-right:3px}
-.chip.ghost{background:transparent;font-size:12px}
-details.cfg{margin-top:12px;font-size:13px}
-details.cfg summary{cursor:pointer;opacity:.8}
-details.cfg .kv{background:rgba(255,255,255,.08);border-radius:8px;margin-top:6px}
-details.cfg .kv th,details.cfg .kv td{color:#fff;border-color:rgba(255,255,255,.12)}
-nav.top{position:sticky;top:0;z-index:20;background:rgba(255,255,255,.94);backdrop-filter:blur(8px);
-border-bottom:1px solid var(--line)}
-nav.top .wrap{display:flex;gap:4px;overflow-x:auto;padding-top:8px;padding-bottom:8px}
-nav.top a{color:var(--ink);text-decoration:none;font-size:14px;padding:5px 12px;border-radius:8px;white-space:nowrap}
-nav.top a:hover{background:#eef2ff;color:var(--accent)}
-.lead{color:var(--muted);margin:2px 0 14px;max-width:920px;font-size:14.5px}
-.note{color:var(--muted);font-size:13px;margin:8px 0 0}
-.muted{color:var(--muted)}
-.card{background:var(--card);border:1px solid var(--line);border-radius:14px;padding:20px 22px;margin:16px 0;
-box-shadow:0 1px 2px rgba(15,23,42,.04),0 4px 16px rgba(15,23,42,.03);min-width:0}
-.tag{font-size:11px;text-transform:uppercase;letter-spacing:.08em;color:var(--accent);background:#eef2ff;
-border-radius:6px;padding:2px 7px;font-weight:600}
-.grid2{display:grid;grid-template-columns:1fr 1fr;gap:0 18px}
-.grid2>*{min-width:0}
-.grid2.wide-left{grid-template-columns:minmax(0,1.15fr) minmax(0,1fr);align-items:center}
-@media (max-width:980px){.grid2,.grid2.wide-left{grid-template-columns:1fr}}
-.figure{width:100%}
-.stats{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px;margin:8px 0 4px}
-.stat{background:var(--card);border:1px solid var(--line);border-radius:12px;padding:12px 16px}
-.stat-v{font-size:24px;font-weight:700;letter-spacing:-.01em;font-variant-numeric:tabular-nums}
-.stat-l{font-size:13px;color:var(--ink);font-weight:500}
-.stat-s{font-size:12px;color:var(--muted)}
-.table-wrap{overflow-x:auto;-webkit-overflow-scrolling:touch}
-table.board{border-collapse:collapse;width:100%;font-size:13.5px;font-variant-numeric:tabular-nums}
-table.board th{font-weight:600;color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em;
-text-align:right;padding:8px 10px;border-bottom:2px solid var(--line);vertical-align:bottom;line-height:1.3}
-table.board td{padding:6px 10px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
-.stack{display:inline-flex;flex-direction:column;align-items:flex-end;line-height:1.2}
-.stack .ci{font-size:11px;color:var(--muted);font-weight:400}
-.pcell{display:inline-flex;align-items:center;gap:10px}
-table.board .l{text-align:left}
-table.board tbody tr:hover{background:#f8fafc}
-table.board tr.self{background:#f5f3ff}
-table.board tr.self:hover{background:#ede9fe}
-table.board th.primary{color:var(--accent)}
-table.board td.primary{font-weight:600}
-table.board.compact td{padding:8px 10px}
-table.board th.l{text-align:left}
-td.rank{color:var(--muted);width:28px}
-.name{font-weight:500;cursor:help}
-.swatch{display:inline-block;width:10px;height:10px;border-radius:3px;margin-right:8px;vertical-align:0}
-.swatch.big{width:14px;height:14px;border-radius:4px;flex:none;margin-top:4px}
-.star{color:var(--accent);font-weight:700;margin-left:1px}
-.cibar{display:inline-block;position:relative;width:110px;height:12px;flex:none;
-background:linear-gradient(90deg,transparent calc(50% - .5px),#e2e8f0 calc(50% - .5px),#e2e8f0 calc(50% + .5px),
-transparent calc(50% + .5px)),#f8fafc;border-radius:6px;border:1px solid #eef2f7}
-.cibar .range{position:absolute;top:3px;height:4px;background:#a5b4fc;border-radius:2px}
-.cibar .dot{position:absolute;top:2px;width:6px;height:6px;margin-left:-3px;border-radius:50%;background:var(--accent)}
-.diff.win,.vt.win,.win-t{color:var(--win);font-weight:600}
-.diff.loss,.vt.loss,.loss-t{color:var(--loss);font-weight:600}
-.diff.neutral{color:var(--muted)}
-.verdict{display:flex;gap:12px;align-items:baseline;border-radius:10px;padding:10px 14px;margin:8px 0;
-border:1px solid var(--line);background:var(--neutralbg);flex-wrap:wrap}
-.verdict.win{background:var(--winbg);border-color:#bbf7d0}
-.verdict.loss{background:var(--lossbg);border-color:#fecaca}
-.v-head{font-weight:700;white-space:nowrap}
-.verdict.win .v-head{color:var(--win)}
-.verdict.loss .v-head{color:var(--loss)}
-.v-text{color:var(--ink);font-size:14px}
-.legend{display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:10px;margin:6px 0 6px}
-.fam{display:flex;gap:10px;background:var(--card);border:1px solid var(--line);border-radius:12px;padding:10px 12px}
-.fam-l{font-weight:600;font-size:14px}
-.fam-d{font-size:12.5px;color:var(--muted);line-height:1.4}
-.fam-m{font-size:12px;margin-top:4px;word-break:break-word;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;color:#334155}
-details.more{margin-top:10px}
-details.more summary{cursor:pointer;color:var(--accent);font-size:14px}
-table.kv{border-collapse:collapse;font-size:13px;margin-top:6px}
-table.kv th{text-align:left;font-weight:500;color:var(--muted);padding:4px 16px 4px 8px;border-bottom:1px solid var(--line)}
-table.kv td{padding:4px 8px;border-bottom:1px solid var(--line);font-variant-numeric:tabular-nums;word-break:break-word}
-.controls{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-end}
-.controls label{display:flex;flex-direction:column;font-size:12px;color:var(--muted);font-weight:600;gap:4px;
-text-transform:uppercase;letter-spacing:.04em}
-.controls label.grow{flex:1 1 260px}
-.controls input,.controls select{font:inherit;font-size:14px;text-transform:none;letter-spacing:0;color:var(--ink);
-padding:7px 10px;border:1px solid #cbd5e1;border-radius:8px;background:#fff;min-width:130px}
-.controls input:focus,.controls select:focus{outline:2px solid #c7d2fe;border-color:var(--accent)}
-.controls select:disabled{opacity:.5}
-.pager{display:flex;gap:8px;align-items:center;margin:14px 0 6px;font-size:14px}
-.pager .spacer{flex:1}
-.pager button{font:inherit;font-size:13px;padding:5px 12px;border-radius:8px;border:1px solid #cbd5e1;background:#fff;
-cursor:pointer;color:var(--ink)}
-.pager button:hover:not(:disabled){border-color:var(--accent);color:var(--accent)}
-.pager button:disabled{opacity:.4;cursor:default}
-.ex{border:1px solid var(--line);border-radius:12px;padding:14px 16px;margin:12px 0;background:#fff}
-.ex-head{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin-bottom:10px}
-.ex-id{font-size:12px;color:var(--muted);word-break:break-all}
-.badge{font-size:11.5px;font-weight:600;border-radius:999px;padding:1px 9px;background:#eef2ff;color:var(--accent)}
-.badge.kind{color:#fff}
-.ex-grid{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:16px}
-@media (max-width:860px){.ex-grid{grid-template-columns:1fr}}
-.lbl{font-size:11.5px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);font-weight:600;margin:0 0 4px}
-pre.query{margin:0;background:#0f172a;color:#e2e8f0;border-radius:10px;padding:12px 14px;font-size:12.5px;
-line-height:1.5;white-space:pre-wrap;word-break:break-word;max-height:340px;overflow:auto}
-.truth{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13.5px;background:#f1f5f9;
-border-radius:8px;padding:6px 10px;margin-bottom:10px;white-space:pre-wrap;word-break:break-word}
-table.answers{border-collapse:collapse;width:100%;font-size:13px}
-table.answers td{padding:4px 6px;border-bottom:1px solid #f1f5f9;vertical-align:top}
-table.answers td.mark{width:22px;font-weight:700;text-align:center}
-table.answers td.who{white-space:nowrap;width:1%;padding-right:12px}
-table.answers td.txt{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-word}
-table.answers tr.chosen{background:#eef2ff}
-.ok,.ok-t{color:var(--win)}
-.bad,.bad-t{color:var(--loss)}
-.unk{color:var(--muted)}
-.ex details{margin-top:8px;font-size:12.5px}
-.ex details summary{cursor:pointer;color:var(--muted)}
-.missing{font-size:12px;color:var(--muted);margin-top:6px}
-mark{background:#fde68a;color:inherit;border-radius:2px}
-pre.query mark{background:#a16207;color:#fff}
-.empty{padding:30px;text-align:center;color:var(--muted)}
-footer{color:var(--muted);font-size:12.5px;padding:24px 0 40px}
-"""
-
-JS = r"""
-(function () {
-  "use strict";
-  var D = JSON.parse(document.getElementById("ex-data").textContent);
-  var rows = D.rows, PAGE = D.pageSize || 25;
-  function $(id) { return document.getElementById(id); }
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-  function own(o, k) { return o !== null && typeof o === "object" && Object.prototype.hasOwnProperty.call(o, k); }
-  function famInfo(name) {
-    var f = own(D.family, name) ? D.family[name] : "unclassified";
-    return own(D.familyInfo, f) ? D.familyInfo[f] : {label: f, color: "#a8a29e"};
-  }
-  function opt(sel, value, label) { var o = el("option", null, label); o.value = value; sel.appendChild(o); }
-  var search = $("ex-search"), fb = $("ex-bench"), fk = $("ex-kind"), fe = $("ex-expl"), fc = $("ex-correct");
-  var list = $("ex-list"), count = $("ex-count"), pageLbl = $("ex-page");
-  var prevs = [$("ex-prev"), $("ex-prev2")], nexts = [$("ex-next"), $("ex-next2")];
-  D.benchmarks.forEach(function (b) { opt(fb, b, b); });
-  D.kinds.forEach(function (k) { opt(fk, k, k); });
-  D.explainers.forEach(function (n) { opt(fe, n, n + " · " + famInfo(n).label); });
-  rows.forEach(function (r) {
-    var parts = [r.id, r.q, r.t];
-    Object.keys(r.p).forEach(function (n) { parts.push(r.p[n][0]); });
-    r.hay = parts.join("\n").toLowerCase();
-  });
-  var hits = rows, page = 0;
-
-  function right(em) { return em === null || em === undefined ? null : em >= 0.5; }
-
-  function marked(parent, text, needle) {  // text nodes + <mark> around matches; never parses HTML
-    text = String(text);
-    if (!needle) { parent.appendChild(document.createTextNode(text)); return parent; }
-    var low = text.toLowerCase(), i = 0, j;
-    while ((j = low.indexOf(needle, i)) !== -1) {
-      if (j > i) parent.appendChild(document.createTextNode(text.slice(i, j)));
-      parent.appendChild(el("mark", null, text.slice(j, j + needle.length)));
-      i = j + needle.length;
-    }
-    if (i < text.length) parent.appendChild(document.createTextNode(text.slice(i)));
-    return parent;
-  }
-
-  function swatch(name) {
-    var s = el("span", "swatch");
-    s.style.background = famInfo(name).color;
-    return s;
-  }
-
-  function card(r, chosen, needle) {
-    var c = el("article", "ex");
-    var head = el("div", "ex-head");
-    head.appendChild(el("span", "badge", r.b));
-    if (r.k) {
-      var kb = el("span", "badge kind", r.k);
-      kb.style.background = own(D.kindColors, r.k) ? D.kindColors[r.k] : "#6366f1";
-      head.appendChild(kb);
-    }
-    head.appendChild(marked(el("code", "ex-id"), r.id, needle));
-    c.appendChild(head);
-    var grid = el("div", "ex-grid"), left = el("div"), rightCol = el("div");
-    left.appendChild(el("div", "lbl", "Input (query)"));
-    left.appendChild(marked(el("pre", "query"), r.q, needle));
-    var keys = Object.keys(r.c || {});
-    if (keys.length) {
-      var det = el("details"), sum = el("summary", null, "context (" + keys.length + " fields)");
-      det.appendChild(sum);
-      var t = el("table", "kv");
-      keys.forEach(function (k) {
-        var v = r.c[k], tr = el("tr");
-        tr.appendChild(el("th", null, k));
-        tr.appendChild(el("td", null, typeof v === "string" ? v : JSON.stringify(v)));
-        t.appendChild(tr);
-      });
-      det.appendChild(t);
-      left.appendChild(det);
-    }
-    rightCol.appendChild(el("div", "lbl", "Ground truth"));
-    rightCol.appendChild(marked(el("div", "truth"), r.t, needle));
-    rightCol.appendChild(el("div", "lbl", "Explainers' answers"));
-    var tbl = el("table", "answers"), missing = [];
-    var order = D.explainers.slice();
-    if (chosen) order = [chosen].concat(order.filter(function (n) { return n !== chosen; }));
-    order.forEach(function (n) {
-      var p = own(r.p, n) ? r.p[n] : null;
-      if (!p) { missing.push(n); return; }
-      var ok = right(p[1]), tr = el("tr", n === chosen ? "chosen" : null);
-      var m = el("td", "mark " + (ok === null ? "unk" : ok ? "ok" : "bad"), ok === null ? "?" : ok ? "✓" : "✗");
-      m.title = ok === null ? "not scored" : ok ? "right" : "wrong";
-      tr.appendChild(m);
-      var who = el("td", "who");
-      who.appendChild(swatch(n));
-      who.appendChild(document.createTextNode(n));
-      tr.appendChild(who);
-      tr.appendChild(p[0] === "" ? el("td", "txt unk", "(empty answer)") : marked(el("td", "txt"), p[0], needle));
-      tbl.appendChild(tr);
-    });
-    rightCol.appendChild(tbl);
-    if (missing.length) rightCol.appendChild(el("div", "missing", "not run on this item: " + missing.join(", ")));
-    grid.appendChild(left);
-    grid.appendChild(rightCol);
-    c.appendChild(grid);
-    return c;
-  }
-
-  function render() {
-    var pages = Math.max(1, Math.ceil(hits.length / PAGE));
-    page = Math.min(Math.max(0, page), pages - 1);
-    var needle = search.value.trim().toLowerCase(), chosen = fe.value;
-    while (list.firstChild) list.removeChild(list.firstChild);
-    var start = page * PAGE, end = Math.min(hits.length, start + PAGE);
-    for (var i = start; i < end; i++) list.appendChild(card(hits[i], chosen, needle));
-    if (!hits.length) list.appendChild(el("div", "empty", rows.length ? "No example matches these filters." :
-                                                         "This report carries no per-example data."));
-    count.textContent = hits.length ? ("showing " + (start + 1) + "–" + end + " of " + hits.length +
-                                       " examples" + (hits.length < rows.length ? " (" + rows.length + " in all)" : ""))
-                                    : "0 examples";
-    pageLbl.textContent = "page " + (page + 1) + " / " + pages;
-    prevs.forEach(function (b) { b.disabled = page === 0; });
-    nexts.forEach(function (b) { b.disabled = page >= pages - 1; });
-  }
-
-  function apply() {
-    var needle = search.value.trim().toLowerCase(), b = fb.value, k = fk.value, e = fe.value;
-    fc.disabled = !e;
-    var want = fc.disabled || fc.value === "" ? null : fc.value === "1";
-    hits = rows.filter(function (r) {
-      if (b && r.b !== b) return false;
-      if (k && r.k !== k) return false;
-      if (e) {
-        var p = own(r.p, e) ? r.p[e] : null;
-        if (!p) return false;
-        if (want !== null && right(p[1]) !== want) return false;
-      }
-      return !needle || r.hay.indexOf(needle) !== -1;
-    });
-    page = 0;
-    render();
-  }
-
-  var timer = null;
-  search.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(apply, 120); });
-  [fb, fk, fe, fc].forEach(function (s) { s.addEventListener("change", apply); });
-  prevs.forEach(function (b) { b.addEventListener("click", function () { page--; render(); }); });
-  nexts.forEach(function (b) {
-    b.addEventListener("click", function () {
-      page++; render();
-      if (this.id === "ex-next2") $("examples").scrollIntoView();
-    });
-  });
-  prevs[1].addEventListener("click", function () { $("examples").scrollIntoView(); });
-  apply();
-})();
-"""
+def _asset(name: str) -> str:
+    """The page's stylesheet and script, kept as package files (report_assets/) to edit as CSS/JS."""
+    return files("selfexplain").joinpath("report_assets", name).read_text(encoding="utf-8")
 
 
 def render_html(results: dict[str, Any], examples: dict[str, list[dict]]) -> str:
@@ -1095,7 +806,7 @@ def render_html(results: dict[str, Any], examples: dict[str, list[dict]]) -> str
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="selfexplain html_report">
 <title>{_e(title)}</title>
-<style>{CSS}</style>
+<style>{_asset("report.css")}</style>
 </head>
 <body data-figures="{figs.count}">
 {_header(results)}
@@ -1107,7 +818,7 @@ def render_html(results: dict[str, Any], examples: dict[str, list[dict]]) -> str
 </main>
 <footer><div class="wrap">Generated by selfexplain. Percentages with 95% bootstrap confidence intervals;
 paired differences are bootstrapped over the same test items. Self-contained: plotly.js is embedded.</div></footer>
-<script>{JS}</script>
+<script>{_asset("report.js")}</script>
 </body>
 </html>
 """
