@@ -49,9 +49,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# Config fields that choose what is evaluated, not what is computed: a rerun with other
+# explainers reuses the run's ground truth, adapters and answers, and adds the missing ones.
+NOT_IDENTITY = ("explainers",)
+
+
 def run_dir_for(cfg: RunConfig) -> Path:
     """Deterministic directory: the same config reruns (and resumes) in the same place."""
-    digest = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    identity = {k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     name = Path(cfg.subject).stem.replace("/", "_")
     return Path(cfg.output_dir) / f"{'+'.join(cfg.benchmark_list())}-{name}-seed{cfg.seed}-{digest}"
 

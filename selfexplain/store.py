@@ -135,7 +135,7 @@ class Store:
             db.execute(
                 "INSERT INTO runs (id, run_dir, created, updated, status, subject, benchmarks, mode, seed, config, "
                 "environment, host, pid) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO "
-                "UPDATE SET updated=excluded.updated, status='running', run_dir=excluded.run_dir, "
+                "UPDATE SET updated=excluded.updated, status='running', run_dir=excluded.run_dir, config=excluded.config, "
                 "environment=excluded.environment, host=excluded.host, pid=excluded.pid",
                 (run_id, str(run_dir), now, now, config.get("subject"), config.get("benchmarks"), config.get("mode"),
                  config.get("seed"), json.dumps(config, sort_keys=True), json.dumps(environment, sort_keys=True),

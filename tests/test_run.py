@@ -104,3 +104,17 @@ def test_resume_loads_the_saved_adapter(multitask):
     assert info.stat().st_mtime_ns == stamp  # not retrained
     dump = lambda r: json.dumps(r["benchmarks"]["ablation"]["explainers"]["self"]["exact_match"])  # noqa: E731
     assert dump(again) == dump(res)
+
+
+def test_rerun_with_fewer_explainers_reuses_the_run(results):
+    from pathlib import Path
+
+    cfg, res = results
+    again = run(RunConfig(**{**cfg.__dict__, "explainers": "self,never-changes"}))
+    assert again["run_dir"] == res["run_dir"]  # the explainer list is not part of a run's identity
+    bench = again["benchmarks"]["patching"]
+    assert set(bench["explainers"]) == {"self", "never-changes"}
+    dump = lambda r: json.dumps(r["explainers"]["self"], sort_keys=True)  # noqa: E731 (NaN-safe)
+    assert dump(bench) == dump(res["benchmarks"]["patching"])
+    assert json.loads((Path(res["run_dir"]) / "results.json").read_text())["config"]["explainers"] == \
+        "self,never-changes"
