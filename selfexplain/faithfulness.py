@@ -13,12 +13,14 @@ also normalised against random rationales of the same length and scope (Carton e
 found human rationales not reliably sufficient; a random baseline tells "faithful" from
 "any k tokens would do"). See `normalize`.
 
-All functions are pure except `class_probabilities`, the one place that runs the model.
+All functions are pure except `class_probabilities` and `option_log_likelihoods`, the only
+places that run the model.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import random
 import statistics
 from dataclasses import dataclass
@@ -170,19 +172,41 @@ def only_rationale(ids: Sequence[int], rationale: Iterable[int], scope: Iterable
     return _perturb(ids, candidates - keep, strategy, baseline_token)
 
 
-# ----- the model helper ---------------------------------------------------------------------
+# ----- the model helpers --------------------------------------------------------------------
+def _token_ids(ids: object) -> bool:
+    return isinstance(ids, numbers.Integral) and not isinstance(ids, bool)
+
+
 def class_probabilities(subject: LoadedModel, prompts_ids: Sequence[Sequence[int]],
-                        class_token_ids: Sequence[int], batch_size: int = 16) -> torch.Tensor:
-    """(N, C) float32: per prompt, the softmax over the class tokens' next-token logits at the
-    last position. Batched and left-padded (rows sorted by length to pad little); the result
-    is in prompt order and matches one-at-a-time runs."""
+                        class_token_ids: Sequence[int] | Sequence[Sequence[int]],
+                        batch_size: int = 16) -> torch.Tensor:
+    """(N, C) float32: per prompt, the subject's probability of each class, a softmax over the
+    classes only.
+
+    `class_token_ids` is one token id per class (its next-token logit at the last position is
+    read) or one token-id sequence per class (multi-token options, e.g. answer texts): then a
+    class's score is the summed log-likelihood of its whole sequence after the prompt
+    (`option_log_likelihoods`). Both give the same numbers for single-token classes: the softmax
+    of logits and of log-probabilities at the same position only differ by a constant.
+    Batched and left-padded (rows sorted by length to pad little); the result is in prompt order
+    and matches one-at-a-time runs."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    vocab = _vocab_size(subject)
+    if len(class_token_ids) and not all(_token_ids(c) for c in class_token_ids):
+        options = _check_options(class_token_ids, vocab)
+        if any(len(o) > 1 for o in options):
+            if any(len(p) == 0 for p in prompts_ids):
+                raise DataError("a prompt has no tokens (did a perturbation remove everything?)")
+            scores = option_log_likelihoods(subject, prompts_ids, [options] * len(prompts_ids), batch_size)
+            out = torch.empty((len(prompts_ids), len(options)), dtype=torch.float32)
+            for i, row in enumerate(scores):
+                out[i] = torch.softmax(row, dim=-1)
+            return out
+        class_token_ids = [o[0] for o in options]
     classes = [int(c) for c in class_token_ids]
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise ConfigError(f"need at least two distinct class token ids, got {classes}")
-    head = base_model(subject.model).get_output_embeddings()
-    vocab = int(head.weight.shape[0]) if head is not None else int(subject.config.vocab_size)
     if any(not 0 <= c < vocab for c in classes):
         raise ConfigError(f"class token ids must be < the vocabulary size {vocab}, got {classes}")
     if any(len(p) == 0 for p in prompts_ids):
@@ -198,4 +222,76 @@ def class_probabilities(subject: LoadedModel, prompts_ids: Sequence[Sequence[int
             batch = left_pad([prompts_ids[i] for i in rows], subject.tokenizer.pad_token_id, subject.device)
             logits = subject.model(**batch.model_inputs(), logits_to_keep=1).logits[:, -1]
             out[rows] = torch.softmax(logits.float()[:, index], dim=-1).cpu()
+    return out
+
+
+def _vocab_size(subject: LoadedModel) -> int:
+    head = base_model(subject.model).get_output_embeddings()
+    return int(head.weight.shape[0]) if head is not None else int(subject.config.vocab_size)
+
+
+def _check_options(options: Sequence[Sequence[int]], vocab: int) -> list[list[int]]:
+    """Options as lists of ints: at least two, distinct, non-empty, inside the vocabulary."""
+    out = []
+    for option in options:
+        if _token_ids(option) or not all(_token_ids(t) for t in option):
+            raise ConfigError(f"an option must be a sequence of token ids, got {option!r}")
+        out.append([int(t) for t in option])
+    if len(out) < 2 or any(not o for o in out) or len({tuple(o) for o in out}) != len(out):
+        raise ConfigError(f"need at least two distinct, non-empty options, got {out}")
+    if any(not 0 <= t < vocab for o in out for t in o):
+        raise ConfigError(f"option token ids must be < the vocabulary size {vocab}, got {out}")
+    return out
+
+
+def option_log_likelihoods(subject: LoadedModel, prompts_ids: Sequence[Sequence[int]],
+                           options: Sequence[Sequence[Sequence[int]]], batch_size: int = 16) -> list[torch.Tensor]:
+    """Per prompt, a float32 tensor (len(options[i]),): the summed log-probability of each option's
+    token sequence right after prompt i, sum_j log p(o_j | prompt, o_<j). options[i] are prompt
+    i's options (prompts may have different ones, e.g. CoS-E answer texts).
+
+    Each prompt is run once (left-padded batches sorted by length, last position only); options
+    of more than one token then continue from its KV cache, all of a batch's (prompt, option)
+    rows in one more forward. Single-token options cost nothing beyond the prompt's forward.
+    Matches one-at-a-time runs and a plain forward of prompt + option (tests check both)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if len(options) != len(prompts_ids):
+        raise ConfigError(f"need one option list per prompt: {len(prompts_ids)} prompts, {len(options)} lists")
+    vocab = _vocab_size(subject)
+    opts = [_check_options(o, vocab) for o in options]
+    if any(len(p) == 0 for p in prompts_ids):
+        raise DataError("a prompt has no tokens (did a perturbation remove everything?)")
+    if any(not _token_ids(t) or not 0 <= t < vocab for p in prompts_ids for t in p):
+        raise DataError(f"a prompt has token ids outside the vocabulary (size {vocab})")
+    out: list[torch.Tensor] = [torch.empty(0)] * len(prompts_ids)
+    order = sorted(range(len(prompts_ids)), key=lambda i: -len(prompts_ids[i]))
+    device = subject.device
+    with eval_mode(subject.model), subject.autocast():
+        for lo in range(0, len(order), batch_size):
+            rows = order[lo:lo + batch_size]
+            multi = [(b, c) for b, i in enumerate(rows) for c, o in enumerate(opts[i]) if len(o) > 1]
+            batch = left_pad([prompts_ids[i] for i in rows], subject.tokenizer.pad_token_id, device)
+            result = subject.model(**batch.model_inputs(), use_cache=bool(multi), logits_to_keep=1)
+            first = result.logits[:, -1].float().log_softmax(-1).cpu()
+            scores = [first[b, [o[0] for o in opts[i]]].clone() for b, i in enumerate(rows)]
+            if multi:
+                past = result.past_key_values
+                which = torch.tensor([b for b, _ in multi], device=device)
+                past.batch_select_indices(which)  # one cache row per (prompt, option), repeats allowed
+                tails = [opts[rows[b]][c] for b, c in multi]
+                width = max(len(t) for t in tails) - 1
+                # Right-padded continuations: pad columns come after each row's last real token,
+                # so (causal attention) they change nothing that is read.
+                cont = torch.tensor([t[:-1] + [t[-1]] * (width - len(t) + 1) for t in tails], device=device)
+                mask = torch.cat([batch.attention_mask[which],
+                                  torch.ones((len(multi), width), dtype=batch.attention_mask.dtype, device=device)], 1)
+                lengths = batch.attention_mask.sum(-1)[which]
+                positions = lengths[:, None] + torch.arange(width, device=device)[None]
+                logits = subject.model(input_ids=cont, attention_mask=mask, position_ids=positions,
+                                       past_key_values=past).logits.float().log_softmax(-1).cpu()
+                for r, ((b, c), t) in enumerate(zip(multi, tails)):
+                    scores[b][c] += logits[r, torch.arange(len(t) - 1), t[1:]].sum()
+            for b, i in enumerate(rows):
+                out[i] = scores[b]
     return out
