@@ -42,7 +42,8 @@ def _facts(bench: dict[str, Any]) -> list[str]:
         lines.append("* evaluated on a balanced test subsample (slow attribution baselines); their 'self - this' "
                      "column is paired on that subsample.")
     if bench.get("multitask"):
-        lines.append("self and other: one multitask adapter trained on every benchmark of the run.")
+        trained = " and ".join(n for n in ("self", "other") if n in bench["explainers"]) or "self and other"
+        lines.append(f"{trained}: one multitask adapter trained on every benchmark of the run.")
     return lines + comparison_lines(bench)
 
 
