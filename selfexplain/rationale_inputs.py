@@ -35,7 +35,7 @@ import torch
 from .eraser import EraserItem, document_text, evidence_char_spans, token_char_offsets
 from .errors import ConfigError, DataError
 from .faithfulness import class_probabilities, only_rationale, option_log_likelihoods, without_rationale
-from .prompts import load_templates
+from .prompts import chat_parts, load_templates
 
 MIN_BUDGET = 32
 DEFAULT_BUDGET = 256
@@ -147,18 +147,6 @@ def template_for(dataset: str, templates: Mapping[str, RationaleTemplate] | None
         raise ConfigError(f"no rationale prompt template for dataset {dataset!r}; templates exist for: "
                           f"{', '.join(sorted(known))} (pass templates={{name: RationaleTemplate(...)}} for others)")
     return known[dataset]
-
-
-def chat_parts(tokenizer) -> tuple[str, str]:
-    """Chat-template text before and after the user's message ("" and "\\n" without a chat
-    template): the same rendering as AblationBenchmark._template, so both benchmarks show the
-    subject its own default system prompt."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": _SPLIT}],
-                                             add_generation_prompt=True, tokenize=False)
-        before, after = text.split(_SPLIT)
-        return before, after
-    return "", "\n"
 
 
 # ----- inputs -------------------------------------------------------------------------------

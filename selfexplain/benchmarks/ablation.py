@@ -20,12 +20,10 @@ from ..explainers.base import Explainer
 from ..explainers.baselines import HeuristicExplainer, MajorityExplainer
 from ..interventions import left_pad
 from ..models import LoadedModel, eval_mode
-from ..prompts import load_templates
+from ..prompts import chat_parts, load_templates
 from ..questions import Question, load_questions
 from ..records import Provenance, Record
 from .base import BaselineEnv, ChangeBenchmark, GroundTruth, balanced_sample, sources_for
-
-_SPLIT = "\x00"
 
 
 @dataclass
@@ -82,7 +80,7 @@ class AblationBenchmark(ChangeBenchmark):
     def encode(self, subject: LoadedModel, q: Question, hint: str | None) -> Encoded:
         """Pieces tokenized separately, so hinted and unhinted prompts share their head exactly."""
         tok = subject.tokenizer
-        before, after = self._template(tok)
+        before, after = chat_parts(tok)
         if before:
             context = tok(before, add_special_tokens=False)["input_ids"]
         else:
@@ -94,17 +92,8 @@ class AblationBenchmark(ChangeBenchmark):
 
     def prompt_text(self, tokenizer, q: Question, hint: str | None) -> str:
         """The subject's prompt as text, exactly as `encode` builds it (chat template included)."""
-        before, after = self._template(tokenizer)
+        before, after = chat_parts(tokenizer)
         return before + self.user_text(q) + (f"\n{hint}" if hint else "") + after + q.statement
-
-    def _template(self, tokenizer) -> tuple[str, str]:
-        """Chat-template text before and after the user's message ("" and "\n" without one)."""
-        if getattr(tokenizer, "chat_template", None):
-            template = tokenizer.apply_chat_template([{"role": "user", "content": _SPLIT}],
-                                                     add_generation_prompt=True, tokenize=False)
-            before, after = template.split(_SPLIT)
-            return before, after
-        return "", "\n"
 
     def query(self, tokenizer, q: Question, hint: str) -> str:
         """The subject's own hinted prompt, verbatim, then the question about it: the self
