@@ -20,8 +20,6 @@ import json
 import logging
 import math
 import numbers
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from .atomic import write_json
 from .errors import ConfigError, DataError, ModelLoadError
 from .models import LoadedModel, base_model
 
@@ -217,19 +216,13 @@ def _load_cached(root: Path | None, key: str) -> Attribution | None:
 
 
 def _store(root: Path | None, key: str, result: Attribution) -> None:
-    """Write atomically (tmp file + os.replace): a killed run never leaves a half file."""
+    """Cache a result (atomic write: a killed run never leaves a half file)."""
     if root is None:
         return
     path = _cache_path(root, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({**result.to_dict(), "cached": False}, fh)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        write_json(path, {**result.to_dict(), "cached": False}, indent=None)
+    except OSError as exc:  # a cache: a failed write only costs a recomputation
         log.warning("could not cache attribution at %s: %s", path, exc)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from .atomic import write_text
 from .explainers import EXPLAINERS
 from .report import METRIC_LABELS, comparison_lines, comparison_pairs, verdict
 
@@ -826,13 +826,4 @@ paired differences are bootstrapped over the same test items. Self-contained: pl
 
 def write_html_report(results: dict[str, Any], examples: dict[str, list[dict]], path: Path) -> Path:
     """Render the report and write it atomically (temporary file, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(render_html(results, examples), encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, render_html(results, examples))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import random
 import time
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from . import __version__, faults
+from .atomic import write_json, write_text
 from .benchmarks import Benchmark, get_benchmark
 from .benchmarks.base import BaselineEnv, balanced_sample, sources_for
 from .config import RunConfig
@@ -60,12 +60,6 @@ def run_dir_for(cfg: RunConfig) -> Path:
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     name = Path(cfg.subject).stem.replace("/", "_")
     return Path(cfg.output_dir) / f"{'+'.join(cfg.benchmark_list())}-{name}-seed{cfg.seed}-{digest}"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
 
 
 def environment() -> dict[str, str]:
@@ -112,7 +106,7 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cfg.save(self.dir / "config.json")
         env = environment()
-        _write_json(self.dir / "environment.json", env)
+        write_json(self.dir / "environment.json", env)
         self.store.start_run(self.id, self.dir, asdict(self.cfg), env)
         benches = [get_benchmark(name) for name in self.cfg.benchmark_list()]
         truths = {b.name: self.ground_truth(b) for b in benches}
@@ -133,10 +127,8 @@ class Run:
         from .html_report import write_html_report
         from .report import markdown_summary
 
-        _write_json(self.dir / "results.json", results)
-        tmp = self.dir / "results.md.tmp"
-        tmp.write_text(markdown_summary(results))
-        os.replace(tmp, self.dir / "results.md")
+        write_json(self.dir / "results.json", results)
+        write_text(self.dir / "results.md", markdown_summary(results))
         examples = {name: self.store.examples(self.id, name) for name in results["benchmarks"]}
         write_html_report(results, examples, self.dir / "report.html")
 
@@ -276,7 +268,7 @@ class Run:
         if not isinstance(explainer, LoRAExplainer):
             explainer.fit(train)
         items = self.test_items(explainer, test)
-        if any(i not in {r.id for r in items} for i in saved):  # stale rows from another item set
+        if set(saved) - {r.id for r in items}:  # stale rows from another item set
             raise ConfigError(f"store {self.store.path} holds answers of '{name}' to other items for run "
                               f"{self.id}; delete the store or use another --output-dir")
         todo = [(i, r) for i, r in enumerate(items) if r.id not in saved]

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import faults
+from .atomic import write_json
 from .errors import TrainingError
 from .generation import encode_answer, encode_query, length_batches
 from .interventions import inject_at_placeholder, left_pad
@@ -233,9 +234,7 @@ def train_explainer(
         torch.save(projector.state_dict(), output_dir / "projector.pt")
         summary["projector"] = projector.config()
     faults.checkpoint("adapter-saved")
-    tmp = output_dir / "selfexplain_training.json.tmp"  # written last: its presence means complete
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, output_dir / "selfexplain_training.json")
+    write_json(output_dir / "selfexplain_training.json", summary)  # written last: its presence means complete
     state.path.unlink(missing_ok=True)
     return trained, projector
 
