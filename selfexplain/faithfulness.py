@@ -219,10 +219,44 @@ def class_probabilities(subject: LoadedModel, prompts_ids: Sequence[Sequence[int
     with eval_mode(subject.model), subject.autocast():
         for lo in range(0, len(order), batch_size):
             rows = order[lo:lo + batch_size]
-            batch = left_pad([prompts_ids[i] for i in rows], subject.tokenizer.pad_token_id, subject.device)
-            logits = subject.model(**batch.model_inputs(), logits_to_keep=1).logits[:, -1]
-            out[rows] = torch.softmax(logits.float()[:, index], dim=-1).cpu()
+            logits, *_ = _last_logits(subject, [prompts_ids[i] for i in rows], use_cache=False)
+            out[rows] = torch.softmax(logits[:, index], dim=-1).cpu()
     return out
+
+
+# A batch whose prompts all start with this many tokens runs them once (KV cache) for every row:
+# perturbations of one input share its chat header and template text (~15-25% of the tokens).
+MIN_SHARED_PREFIX = 8
+
+
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row shares, leaving at least one token of each row."""
+    first, limit = rows[0], min(len(r) for r in rows) - 1
+    k = 0
+    while k < limit and all(r[k] == first[k] for r in rows):
+        k += 1
+    return k
+
+
+def _last_logits(subject: LoadedModel, rows: Sequence[Sequence[int]], use_cache: bool):
+    """(logits at each row's last token (B, V) float32, the KV cache or None, the attention mask
+    over cache + rows, each row's real token count). A prefix shared by every row runs once."""
+    device = subject.device
+    shared = common_prefix(rows) if len(rows) > 1 else 0
+    past = None
+    if shared >= MIN_SHARED_PREFIX:
+        past = subject.model(input_ids=torch.tensor([list(rows[0][:shared])], device=device),
+                             use_cache=True).past_key_values
+        past.batch_repeat_interleave(len(rows))
+    else:
+        shared = 0
+    batch = left_pad([r[shared:] for r in rows], subject.tokenizer.pad_token_id, device)
+    mask = batch.attention_mask
+    if shared:
+        mask = torch.cat([torch.ones((len(rows), shared), dtype=mask.dtype, device=device), mask], 1)
+    result = subject.model(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids + shared,
+                           past_key_values=past, use_cache=use_cache, logits_to_keep=1)
+    return result.logits[:, -1].float(), result.past_key_values if use_cache else None, mask, mask.sum(-1)
 
 
 def _vocab_size(subject: LoadedModel) -> int:
@@ -250,7 +284,8 @@ def option_log_likelihoods(subject: LoadedModel, prompts_ids: Sequence[Sequence[
     token sequence right after prompt i, sum_j log p(o_j | prompt, o_<j). options[i] are prompt
     i's options (prompts may have different ones, e.g. CoS-E answer texts).
 
-    Each prompt is run once (left-padded batches sorted by length, last position only); options
+    Each prompt is run once (left-padded batches sorted by length, last position only, a prefix
+    shared by a whole batch run once); options
     of more than one token then continue from its KV cache, all of a batch's (prompt, option)
     rows in one more forward. Single-token options cost nothing beyond the prompt's forward.
     Matches one-at-a-time runs and a plain forward of prompt + option (tests check both)."""
@@ -271,12 +306,11 @@ def option_log_likelihoods(subject: LoadedModel, prompts_ids: Sequence[Sequence[
         for lo in range(0, len(order), batch_size):
             rows = order[lo:lo + batch_size]
             multi = [(b, c) for b, i in enumerate(rows) for c, o in enumerate(opts[i]) if len(o) > 1]
-            batch = left_pad([prompts_ids[i] for i in rows], subject.tokenizer.pad_token_id, device)
-            result = subject.model(**batch.model_inputs(), use_cache=bool(multi), logits_to_keep=1)
-            first = result.logits[:, -1].float().log_softmax(-1).cpu()
+            logits, past, prompt_mask, prompt_lengths = _last_logits(subject, [prompts_ids[i] for i in rows],
+                                                                     use_cache=bool(multi))
+            first = logits.log_softmax(-1).cpu()
             scores = [first[b, [o[0] for o in opts[i]]].clone() for b, i in enumerate(rows)]
             if multi:
-                past = result.past_key_values
                 which = torch.tensor([b for b, _ in multi], device=device)
                 past.batch_select_indices(which)  # one cache row per (prompt, option), repeats allowed
                 tails = [opts[rows[b]][c] for b, c in multi]
@@ -284,9 +318,9 @@ def option_log_likelihoods(subject: LoadedModel, prompts_ids: Sequence[Sequence[
                 # Right-padded continuations: pad columns come after each row's last real token,
                 # so (causal attention) they change nothing that is read.
                 cont = torch.tensor([t[:-1] + [t[-1]] * (width - len(t) + 1) for t in tails], device=device)
-                mask = torch.cat([batch.attention_mask[which],
-                                  torch.ones((len(multi), width), dtype=batch.attention_mask.dtype, device=device)], 1)
-                lengths = batch.attention_mask.sum(-1)[which]
+                mask = torch.cat([prompt_mask[which],
+                                  torch.ones((len(multi), width), dtype=prompt_mask.dtype, device=device)], 1)
+                lengths = prompt_lengths[which]
                 positions = lengths[:, None] + torch.arange(width, device=device)[None]
                 logits = subject.model(input_ids=cont, attention_mask=mask, position_ids=positions,
                                        past_key_values=past).logits.float().log_softmax(-1).cpu()

@@ -163,6 +163,36 @@ def test_class_probabilities_batched_equals_one_at_a_time(tiny):
     assert tiny.model.training is False
 
 
+def test_a_shared_prefix_runs_once_with_the_same_numbers(tiny):
+    """Perturbations of one input share its first tokens: they run once (KV cache) for the
+    whole batch, with the same probabilities as plain full forwards, for single- and multi-token
+    options, and with rows of different lengths (left padding after the prefix)."""
+    from selfexplain.faithfulness import MIN_SHARED_PREFIX, common_prefix, option_log_likelihoods
+
+    gen = torch.Generator().manual_seed(1)
+    head = torch.randint(4, len(tiny.tokenizer), (MIN_SHARED_PREFIX + 4,), generator=gen).tolist()
+    prompts = [head + torch.randint(4, len(tiny.tokenizer), (n,), generator=gen).tolist() for n in (6, 1, 9, 3)]
+    assert common_prefix(prompts) == len(head)
+    assert common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # every row keeps one token to run
+    calls = []
+    hook = tiny.model.model.embed_tokens.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    try:
+        batched = class_probabilities(tiny, prompts, [5, 6, 9], batch_size=4)
+    finally:
+        hook.remove()
+    assert calls[0] == (1, len(head))  # the prefix, once
+    assert calls[1] == (4, 9)  # then only the rows' own tokens
+    with torch.no_grad():
+        for row, ids in zip(batched, prompts):
+            logits = tiny.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+            assert torch.allclose(row, torch.softmax(logits[[5, 6, 9]], -1), atol=1e-5)
+    options = [[5, 8, 2], [6], [9, 9]]
+    shared = option_log_likelihoods(tiny, prompts, [options] * len(prompts), batch_size=4)
+    single = [option_log_likelihoods(tiny, [p], [options], batch_size=1)[0] for p in prompts]
+    for a, b in zip(shared, single):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_class_probabilities_errors(tiny):
     with pytest.raises(ConfigError):
         class_probabilities(tiny, [[5, 6]], [5, 5])
