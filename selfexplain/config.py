@@ -19,7 +19,8 @@ class RunConfig:
     explainers: str = field(default="all", metadata={"help": "comma-separated explainer names, or 'all'"})
     data_root: str = field(default="", metadata={"help": "directory of the shared datasets (or $SELFEXPLAIN_DATA_ROOT)"})
     sources: str = field(default="facts", metadata={"help": "data sources, each 'name' or 'name:PATH': facts "
-                                                     "(embedded), counterfact, lre (patching), mmlu (ablation)"})
+                                                     "(embedded), counterfact, lre (patching), mmlu (ablation), movies, boolq, "
+                                                     "fever, multirc, cose (rationales; default movies,fever,cose)"})
     output_dir: str = field(default="runs", metadata={"help": "where run directories are written"})
     seed: int = field(default=0, metadata={"help": "seed for sampling, splits, training and bootstrap"})
     mode: str = field(default="quick", metadata={"help": "quick (CPU, minutes) or full (GPU)"})
@@ -34,6 +35,8 @@ class RunConfig:
     n_attribution: int = field(default=100, metadata={"help": "items per split for the slow attribution "
                                                        "baselines: a balanced test subsample and as many training "
                                                        "items to fit their threshold (0: all)"})
+    budget_tokens: int = field(default=0, metadata={"help": "rationales: document token budget per input (0: the "
+                                                     "mode's default, quick 128, full 512)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow models with custom code"})
 
     # Sizes are per benchmark (Benchmark.sizes) unless given; these are the fallbacks.
@@ -50,6 +53,8 @@ class RunConfig:
         cfg = RunConfig(**values)
         if (cfg.n_train and cfg.n_train < 8) or (cfg.n_test and cfg.n_test < 4):
             raise ConfigError("n_train must be >= 8 and n_test >= 4")
+        if cfg.budget_tokens and cfg.budget_tokens < 32:
+            raise ConfigError("budget_tokens must be >= 32 (or 0 for the mode's default)")
         if not 0 < cfg.learning_rate < 1:
             raise ConfigError("learning_rate must be in (0, 1)")
         return cfg

@@ -33,7 +33,7 @@ from .questions import LETTERS, Question
 from .records import VECTOR_MARKER, Record
 
 # The three kinds of claim the command shows, in this order. 'rationales' (which input tokens
-# the answer relied on) is a planned benchmark: no adapter is trained on it yet.
+# the answer relied on) is benchmarked, but has no live check here yet.
 CLAIM_TASKS = ("ablation", "patching", "rationales")
 CLAIM_ABOUT = {"ablation": "removing the hint", "patching": "patching a layer block",
                "rationales": "which input tokens the answer relied on"}

@@ -20,7 +20,7 @@ import plotly.io as pio
 
 from .atomic import write_text
 from .explainers import EXPLAINERS
-from .report import METRIC_LABELS, comparison_lines, comparison_pairs, verdict
+from .report import METRIC_LABELS, comparison_lines, comparison_pairs, metric_names, per_dataset_tables, verdict
 
 # --------------------------------------------------------------------------- explainer families
 
@@ -30,7 +30,7 @@ FAMILY_INFO: dict[str, tuple[str, str, str]] = {
     "other": ("other model", "#0891b2", "a different model trained on the same records to explain the subject"),
     "untrained": ("untrained self-report", "#f59e0b", "the subject asked about itself without training (prompting)"),
     "human": ("human-centric", "#16a34a",
-              "attribution maps made for human readers, thresholded into an answer (later: human rationales)"),
+              "explanations made by or for human readers: human rationales, attribution maps"),
     "heuristic": ("simple heuristic", "#94a3b8", "answers that never look inside the model"),
     "unclassified": ("unclassified", "#a8a29e", "not yet assigned a family in html_report.FAMILIES"),
 }
@@ -41,6 +41,8 @@ FAMILIES: dict[str, str] = {
     "other": "other",
     "zero-shot": "untrained",
     "4-shot": "untrained",
+    "human": "human",
+    "random": "heuristic",
     "occlusion": "human",
     "lime": "human",
     "kernel-shap": "human",
@@ -137,20 +139,6 @@ def _passes(x: Any) -> str:
 
 def metric_label(name: str) -> str:
     return METRIC_LABELS.get(name) or EXTRA_METRIC_LABELS.get(name) or name.replace("_", " ")
-
-
-def metric_names(bench: dict[str, Any]) -> list[str]:
-    """Every metric the explainers report (any dict with value/low/high), the primary one first."""
-    names: list[str] = []
-    for stats in bench.get("explainers", {}).values():
-        for key, v in stats.items():
-            if _is_estimate(v) and key not in names:
-                names.append(key)
-    primary = bench.get("primary_metric")
-    if primary in names:
-        names.remove(primary)
-        names.insert(0, primary)
-    return names
 
 
 def _primary(bench: dict[str, Any]) -> str:
@@ -646,6 +634,37 @@ def _header(results: dict[str, Any]) -> str:
             f"</div></header>")
 
 
+def _board_lead(bench: dict[str, Any]) -> str:
+    if per_dataset_tables(bench):
+        gt = bench.get("ground_truth") or {}
+        return ("Every explainer names the words of the same held-out documents that the subject's prediction "
+                "relied on; each rationale is scored on the subject itself at equal length (the human rationale's "
+                "length, and 1/5/10/20/50% of the words for AOPC): comprehensiveness is the drop in the "
+                "probability of the subject's answer when the rationale is deleted (higher is better), sufficiency "
+                "the drop when only the rationale is kept (lower is better); “− random” subtracts the same metric "
+                f"for random words of that length. Documents are cut to {_e(gt.get('budget_tokens', '?'))} tokens "
+                "around the human evidence. Macro-averaged over datasets.")
+    return ("Every explainer answers the same held-out questions about the subject; an answer counts as right when "
+            "it matches what the subject actually did.")
+
+
+def _per_dataset_card(bench: dict[str, Any]) -> str:
+    """Per-dataset tables (rationales): every explainer's headline metrics and self minus it."""
+    tables = per_dataset_tables(bench)
+    if not tables:
+        return ""
+    parts = ['<div class="card"><h3>Per dataset</h3><p class="lead">Each explainer on each dataset (95% CIs); '
+             "<b>self − this</b> is paired on the items both answered; <b>cost vs self</b> is this explainer's "
+             "time per explanation over self's.</p>"]
+    for dataset, hdr, rows in tables:
+        head = "".join(f'<th{" class=l" if i == 0 else ""}>{_e(h)}</th>' for i, h in enumerate(hdr))
+        body = "".join("<tr>" + "".join(f'<td{" class=l" if i == 0 else " class=num"}>{_e(c)}</td>'
+                                        for i, c in enumerate(row)) + "</tr>" for row in rows)
+        parts.append(f'<h4>{_e(dataset)}</h4><div class="table-wrap"><table class="board"><thead><tr>{head}</tr>'
+                     f"</thead><tbody>{body}</tbody></table></div>")
+    return "".join(parts) + "</div>"
+
+
 def _benchmark_section(figs: _Figures, idx: int, name: str, bench: dict[str, Any]) -> str:
     primary = _primary(bench)
     gt = bench.get("ground_truth") or {}
@@ -667,8 +686,7 @@ def _benchmark_section(figs: _Figures, idx: int, name: str, bench: dict[str, Any
     {_stats_strip(bench)}
     <div class="card">
       <h3>Leaderboard</h3>
-      <p class="lead">Every explainer answers the same held-out questions about the subject; an answer counts as
-      right when it matches what the subject actually did. Sorted by <b>{_e(metric_label(primary))}</b>
+      <p class="lead">{_board_lead(bench)} Sorted by <b>{_e(metric_label(primary))}</b>
       (the primary metric). Values are percentages with 95% bootstrap confidence intervals; <b>self − this</b> is
       the paired difference in points on the same items (<span class="win-t">green</span>: self significantly
       better, <span class="loss-t">red</span>: significantly worse). Hover an explainer's name for what it is.</p>
@@ -683,6 +701,7 @@ def _benchmark_section(figs: _Figures, idx: int, name: str, bench: dict[str, Any
       </div>
       <div class="card">{_ground_truth(figs, bench)}</div>
     </div>
+    {_per_dataset_card(bench)}
     <div class="card">
       <h3>Cost vs faithfulness</h3>
       <p class="lead">Wall-clock seconds per explanation on this run's hardware (log scale) against the primary

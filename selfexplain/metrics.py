@@ -77,3 +77,18 @@ def unpaired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -
     diffs = x[_resample_indices(len(x), seed)].mean(axis=1) - y[_resample_indices(len(y), seed + 1)].mean(axis=1)
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return Estimate(float(x.mean() - y.mean()), float(lo), float(hi), min(len(x), len(y)))
+
+
+def bootstrap_macro_mean(values: Sequence[float], groups: Sequence[str], seed: int = 0) -> Estimate:
+    """Mean over groups (e.g. datasets) of each group's mean, with a stratified bootstrap CI:
+    items are resampled within their group, so every group keeps its weight and its size.
+    `n` is the number of items."""
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    names = sorted(set(groups))
+    members = [np.flatnonzero(np.asarray(groups, dtype=object) == g) for g in names]
+    value = float(np.mean([x[m].mean() for m in members]))
+    boots = np.mean([x[m][_resample_indices(len(m), seed + k)].mean(axis=1) for k, m in enumerate(members)], axis=0)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return Estimate(value, float(lo), float(hi), len(x))

@@ -185,6 +185,7 @@ class RationaleInput:
     evidence_words_dropped: int
     cut_before: bool = False
     cut_after: bool = False
+    message: str = ""  # the user's message (template + budgeted document), as explainers are shown it
 
     @property
     def n_words_kept(self) -> int:
@@ -409,6 +410,8 @@ def _build(tok, item: EraserItem, template: RationaleTemplate, budget: int, befo
     a, b = choose_window(counts, flags, budget)
     tail_ids = tok(after + template.reply, add_special_tokens=False)["input_ids"]
     option_ids = [tok(" " + o, add_special_tokens=False)["input_ids"] for o in options]
+    if len({tuple(o) for o in option_ids}) != len(option_ids) or not all(option_ids):
+        raise _Skip(f"options {options} do not tokenize to distinct token sequences")
     while True:
         if b <= a:
             raise _Skip(f"no whole word of the document fits in {budget} tokens")
@@ -441,7 +444,8 @@ def _build(tok, item: EraserItem, template: RationaleTemplate, budget: int, befo
         options=list(options), option_ids=option_ids, label_index=template.classes(item).index(item.label),
         prompt=prompt, budget_tokens=budget, n_words_original=len(offsets),
         n_doc_tokens_original=sum(counts), word_offset=a, evidence_words_original=sum(flags),
-        evidence_words_dropped=sum(flags) - len(human_words), cut_before=a > 0, cut_after=b < len(offsets))
+        evidence_words_dropped=sum(flags) - len(human_words), cut_before=a > 0, cut_after=b < len(offsets),
+        message=message)
 
 
 def _render(tok, text: str, offsets, a: int, b: int, head: str, tail: str,

@@ -7,11 +7,50 @@ from typing import Any
 from rich.table import Table
 
 METRIC_LABELS = {"exact_match": "exact match", "changed_macro_f1": "changed macro-F1",
-                 "content_match": "content match"}
+                 "content_match": "content match",
+                 "comprehensiveness_vs_random": "comprehensiveness - random",
+                 "sufficiency_vs_random": "sufficiency - random (lower is better)",
+                 "sufficiency": "sufficiency (lower is better)",
+                 "aopc_comprehensiveness_vs_random": "AOPC comprehensiveness - random",
+                 "aopc_sufficiency_vs_random": "AOPC sufficiency - random (lower is better)",
+                 "aopc_comprehensiveness": "AOPC comprehensiveness",
+                 "aopc_sufficiency": "AOPC sufficiency (lower is better)"}
 
 
 def _fmt(est: dict[str, float]) -> str:
     return f"{100 * est['value']:.1f} [{100 * est['low']:.1f}, {100 * est['high']:.1f}]"
+
+
+def is_estimate(v: Any) -> bool:
+    return isinstance(v, dict) and {"value", "low", "high"} <= v.keys()
+
+
+def metric_names(bench: dict[str, Any]) -> list[str]:
+    """Every metric the explainers report (any top-level dict with value/low/high), the primary
+    one first."""
+    names: list[str] = []
+    for stats in bench.get("explainers", {}).values():
+        for key, v in stats.items():
+            if is_estimate(v) and key not in names:
+                names.append(key)
+    primary = bench.get("primary_metric")
+    if primary in names:
+        names.remove(primary)
+        names.insert(0, primary)
+    return names
+
+
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name) or name.replace("_", " ")
+
+
+TABLE_METRICS = 5
+
+
+def table_metrics(bench: dict[str, Any]) -> list[str]:
+    """The leaderboard's metric columns: the first TABLE_METRICS the benchmark reports (the
+    rest, and the subject-correct variants, are in the HTML report)."""
+    return [m for m in metric_names(bench) if not m.endswith("_subject_correct")][:TABLE_METRICS]
 
 
 def leaderboard_rows(bench: dict[str, Any]) -> list[list[str]]:
@@ -20,7 +59,7 @@ def leaderboard_rows(bench: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, s in sorted(bench["explainers"].items(), key=lambda kv: -kv[1][primary]["value"]):
         pair = (bench.get("self_vs") or {}).get(name)
-        rows.append([name] + [_fmt(s[m]) for m in METRIC_LABELS] +
+        rows.append([name] + [_fmt(s[m]) if m in s else "" for m in table_metrics(bench)] +
                     [f"{s.get('n_items', bench['n_test'])}{'*' if s.get('subsample') else ''}",
                      _fmt(pair["difference"]) if pair else "",
                      f"{100 * s['parse_rate']:.0f}%", f"{s['cost']['forward_passes']:.0f}",
@@ -28,16 +67,21 @@ def leaderboard_rows(bench: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-HEADER = (["explainer"] + list(METRIC_LABELS.values()) +
-          ["n", "self - this (paired)", "parsed", "fwd passes", "ms / expl."])
+def header(bench: dict[str, Any]) -> list[str]:
+    return (["explainer"] + [metric_label(m) for m in table_metrics(bench)] +
+            ["n", "self - this (paired)", "parsed", "fwd passes", "ms / expl."])
 
 
 def _facts(bench: dict[str, Any]) -> list[str]:
     gt = bench["ground_truth"]
-    lines = [f"{bench['n_train']} training / {bench['n_test']} test records; "
-             f"subject accuracy without the intervention {100 * gt.get('subject_accuracy_unpatched', 0):.1f}%; "
-             f"changed rate before balancing {100 * gt.get('raw_changed_rate', 0):.1f}%, "
-             f"in the test set {100 * gt.get('test_changed_rate', 0):.1f}%."]
+    if "raw_changed_rate" in gt:
+        lines = [f"{bench['n_train']} training / {bench['n_test']} test records; "
+                 f"subject accuracy without the intervention {100 * gt.get('subject_accuracy_unpatched', 0):.1f}%; "
+                 f"changed rate before balancing {100 * gt.get('raw_changed_rate', 0):.1f}%, "
+                 f"in the test set {100 * gt.get('test_changed_rate', 0):.1f}%."]
+    else:
+        lines = [f"{bench['n_train']} training / {bench['n_test']} test records."]
+    lines += _dataset_facts(gt)
     if any(s.get("subsample") for s in bench["explainers"].values()):
         lines.append("* evaluated on a balanced test subsample (slow attribution baselines); their 'self - this' "
                      "column is paired on that subsample.")
@@ -71,7 +115,7 @@ def comparison_lines(bench: dict[str, Any]) -> list[str]:
         d = pair["difference"]
         rival = pair["best_other"]
         label = "best non-self explainer" if key == "self_vs_best_other" else "the other model"
-        lines.append(f"self - {rival} ({label}), {METRIC_LABELS.get(pair['metric'], pair['metric'])}: "
+        lines.append(f"self - {rival} ({label}), {metric_label(pair['metric'])}: "
                      f"{_fmt(d)} points (paired bootstrap 95% CI): {verdict(d, rival)}.")
     return lines
 
@@ -83,21 +127,65 @@ def markdown_summary(results: dict[str, Any]) -> str:
     for name, bench in results["benchmarks"].items():
         out.append(f"## {name}\n")
         out += [f"{line}\n" for line in _facts(bench)]
-        out.append("| " + " | ".join(HEADER) + " |")
-        out.append("|" + "---|" * len(HEADER))
-        out += ["| " + " | ".join(r) + " |" for r in leaderboard_rows(bench)]
-        out.append("")
+        out += _table(header(bench), leaderboard_rows(bench))
+        for dataset, hdr, rows in per_dataset_tables(bench):
+            out.append(f"### {name}: {dataset}\n")
+            out += _table(hdr, rows)
     return "\n".join(out)
 
 
 def rich_tables(results: dict[str, Any]) -> list[Any]:
     items: list[Any] = []
     for name, bench in results["benchmarks"].items():
-        table = Table(title=f"{name} — {METRIC_LABELS.get(bench['primary_metric'])} (95% CI)", show_lines=False)
-        for h in HEADER:
+        table = Table(title=f"{name} — {metric_label(bench['primary_metric'])} (95% CI)", show_lines=False)
+        for h in header(bench):
             table.add_column(h, justify="left" if h == "explainer" else "right")
         for row in leaderboard_rows(bench):
             table.add_row(*row)
         items.append(table)
         items += _facts(bench)
     return items
+
+
+def _table(hdr: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)] + ["| " + " | ".join(r) + " |" for r in rows]
+            + [""])
+
+
+def _dataset_facts(gt: dict[str, Any]) -> list[str]:
+    """Per-dataset facts of benchmarks over several datasets (rationales)."""
+    lines = []
+    for name, d in (gt.get("datasets") or {}).items():
+        lines.append(f"{name}: {d['n_train']} train / {d['n_test']} test items; subject accuracy "
+                     f"{100 * d['subject_accuracy_test']:.0f}% on the test items; document budget "
+                     f"{d['budget_tokens']} tokens ({d['n_cut']} items cut, "
+                     f"{100 * d['evidence_dropped_rate']:.0f}% of human evidence words outside the window); "
+                     f"median {d['words_median']:.0f} words, human rationale {d['human_words_median']:.0f}; "
+                     f"{d['malformed_rows']} malformed rows skipped.")
+    return lines
+
+
+PER_DATASET_METRICS = ("comprehensiveness", "comprehensiveness_vs_random", "sufficiency", "sufficiency_vs_random")
+
+
+def per_dataset_tables(bench: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(dataset, header, rows) per dataset for benchmarks whose summaries hold `per_dataset`:
+    each explainer's headline metrics with CIs, and self minus it (paired) on each."""
+    primary = bench["primary_metric"]
+    datasets = sorted({d for s in bench["explainers"].values() for d in s.get("per_dataset", {})})
+    comparisons = bench.get("comparisons") or {}
+    out = []
+    for dataset in datasets:
+        hdr = (["explainer", "n"] + [metric_label(m) for m in PER_DATASET_METRICS] +
+               [f"self - this: {metric_label(m)}" for m in ("comprehensiveness", "sufficiency")] + ["cost vs self"])
+        ranked = sorted(((n, s["per_dataset"][dataset]) for n, s in bench["explainers"].items()
+                         if dataset in s.get("per_dataset", {})), key=lambda kv: -kv[1][primary]["value"])
+        rows = []
+        for name, d in ranked:
+            pair = comparisons.get(name, {}).get(dataset, {})
+            ratio = comparisons.get(name, {}).get("cost_ratio")
+            rows.append([name, str(d["n"])] + [_fmt(d[m]) for m in PER_DATASET_METRICS] +
+                        [_fmt(pair[m]) if m in pair else "" for m in ("comprehensiveness", "sufficiency")] +
+                        [f"{ratio:.1f}x" if isinstance(ratio, float) and ratio == ratio else ""])
+        out.append((dataset, hdr, rows))
+    return out

@@ -78,7 +78,9 @@ class Run:
     def __init__(self, config: RunConfig):
         self.cfg = config.resolved()
         for name in self.cfg.benchmark_list():
-            sources_for(self.cfg, get_benchmark(name))  # fail fast on unknown names and sources
+            bench = get_benchmark(name)
+            sources_for(self.cfg, bench)  # fail fast on unknown names, sources and missing data
+            bench.validate(self.cfg)
         wanted = self._explainer_names()
         unknown = [e for e in wanted if e not in EXPLAINERS]
         if unknown:
@@ -188,7 +190,8 @@ class Run:
             return self.trained(name, truths)
         if name in ("zero-shot", "4-shot"):
             k = 0 if name == "zero-shot" else 4
-            return PromptedExplainer(self.subject, k, bench.instruction(), self.cfg.seed, bench.example_key)
+            return PromptedExplainer(self.subject, k, bench.instruction(), self.cfg.seed, bench.example_key,
+                                     max_new_tokens=bench.max_answer_tokens)
         if name == "nearest-neighbour":
             return NearestNeighbour()
         baselines = bench.baselines(self.baseline_env())
@@ -201,10 +204,9 @@ class Run:
                       truths: dict[str, tuple[list[Record], dict]]) -> tuple[dict[str, Any], dict]:
         """Summary of every applicable explainer on this benchmark, and their per-item scores."""
         train, test = split(records, "train"), split(records, "test")
-        console.print(f"[bold]{bench.name}[/]: {len(train)} train / {len(test)} test records; "
-                      f"subject accuracy {stats.get('subject_accuracy_unpatched', float('nan')):.1%}; "
-                      f"raw changed rate {stats.get('raw_changed_rate', float('nan')):.1%}")
-        applicable = set(bench.baselines(self.baseline_env())) | GENERIC_EXPLAINERS
+        console.print(f"[bold]{bench.name}[/]: {len(train)} train / {len(test)} test records; {bench.describe(stats)}")
+        bench.prepare(self.baseline_env())
+        applicable = set(bench.baselines(self.baseline_env())) | (GENERIC_EXPLAINERS & bench.generic_explainers)
         names = [n for n in self._explainer_names() if n in applicable]
         per_item: dict[str, dict[str, dict[str, float]]] = {}
         item_scores: dict[str, dict[str, dict[str, Any]]] = {}
@@ -223,20 +225,23 @@ class Run:
             if info is not None:
                 summary["info"] = info
             summaries[name] = summary
+        extra = bench.comparisons(test, per_item, summaries, self.cfg.seed)
         return {"ground_truth": stats, "n_train": len(train), "n_test": len(test),
                 "primary_metric": bench.primary_metric, "explainers": summaries,
                 "multitask": len(truths) > 1,
                 "self_vs_best_other": self.paired(bench, per_item, summaries),
                 "self_vs_other": self.paired(bench, per_item, summaries, against="other"),
                 "self_vs": {n: self.paired(bench, per_item, summaries, against=n)
-                            for n in summaries if n != "self"} if "self" in summaries else {}}, item_scores
+                            for n in summaries if n != "self"} if "self" in summaries else {},
+                **({"comparisons": extra} if extra else {})}, item_scores
 
     def paired(self, bench: Benchmark, per_item: dict, summaries: dict,
                against: str | None = None) -> dict[str, Any] | None:
         """Paired bootstrap of self minus `against` (default: the best non-self explainer evaluated
         on the full test set) over the items both explainers answered."""
         metric = bench.primary_metric
-        others = [n for n in summaries if n != "self" and not summaries[n]["subsample"]]
+        others = [n for n in summaries if n != "self" and not summaries[n]["subsample"]
+                  and n not in bench.reference_explainers]
         if "self" not in summaries or (against is None and not others) or (against and against not in summaries):
             return None
         best = against or max(others, key=lambda n: summaries[n][metric]["value"])
@@ -265,7 +270,9 @@ class Run:
         if done is not None and len(saved) == done[0] and all(i in by_id for i in saved):
             return [by_id[i] for i in saved], list(saved.values()), done[1]
         explainer = self.make_explainer(name, bench, truths)
-        if not isinstance(explainer, LoRAExplainer):
+        if isinstance(explainer, LoRAExplainer):
+            explainer.max_new_tokens = bench.max_answer_tokens  # one multitask adapter, per-benchmark answers
+        else:
             explainer.fit(train)
         items = self.test_items(explainer, test)
         if set(saved) - {r.id for r in items}:  # stale rows from another item set

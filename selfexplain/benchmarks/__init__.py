@@ -8,9 +8,11 @@ from ..errors import ConfigError
 from .base import Benchmark, GroundTruth
 from .ablation import AblationBenchmark
 from .patching import PatchingBenchmark
+from .rationales import RationalesBenchmark
 
-_REGISTRY: dict[str, Callable[[], Benchmark]] = {"patching": PatchingBenchmark, "ablation": AblationBenchmark}
-PLANNED = ("rationales", "simulatability", "features", "introspection")
+_REGISTRY: dict[str, Callable[[], Benchmark]] = {"patching": PatchingBenchmark, "ablation": AblationBenchmark,
+                                                  "rationales": RationalesBenchmark}
+PLANNED = ("simulatability", "features", "introspection")
 
 
 def register_benchmark(name: str, factory: Callable[[], Benchmark]) -> None:

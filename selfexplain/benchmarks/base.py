@@ -46,6 +46,15 @@ class Benchmark(ABC):
     # Record counts per mode (RunConfig.for_benchmark); the user's --n-train/--n-test win.
     sizes: dict[str, dict[str, int]] = {"quick": {"n_train": 1500, "n_test": 400},
                                         "full": {"n_train": 20000, "n_test": 2000}}
+    # --sources entries this benchmark reads, and what it reads when none is given.
+    sources: tuple[str, ...] = ()
+    default_sources: tuple[str, ...] = ()
+    # The run's generic explainers that apply (the others come from `baselines`).
+    generic_explainers: frozenset[str] = frozenset({"self", "other", "zero-shot", "4-shot", "nearest-neighbour"})
+    # Explainers shown for reference (e.g. the training target itself), never "the best other".
+    reference_explainers: frozenset[str] = frozenset()
+    # Longest answer (tokens) a generating explainer may write for this benchmark.
+    max_answer_tokens: int = 8
 
     @abstractmethod
     def build_records(self, subject: LoadedModel, config: RunConfig, progress=None) -> GroundTruth:
@@ -80,14 +89,33 @@ class Benchmark(ABC):
         """Benchmark-specific baselines by name, built lazily (some load models or run captum)."""
         return {}
 
+    def validate(self, config: RunConfig) -> None:  # noqa: B027 - optional hook
+        """Fail fast (before any model loads) on config this benchmark cannot run, e.g. missing data."""
+
+    def prepare(self, env: BaselineEnv) -> None:  # noqa: B027 - optional hook
+        """Called before scoring: benchmarks whose metrics run the subject keep `env`."""
+
+    def describe(self, stats: dict[str, Any]) -> str:
+        """One line about the ground truth, printed before the explainers run."""
+        return (f"subject accuracy {stats.get('subject_accuracy_unpatched', float('nan')):.1%}; "
+                f"raw changed rate {stats.get('raw_changed_rate', float('nan')):.1%}")
+
+    def comparisons(self, records: Sequence[Record], per_item: dict[str, dict[str, dict]],
+                    summaries: dict[str, dict], seed: int) -> dict[str, Any]:
+        """Comparisons beyond the run's paired primary-metric ones (e.g. per dataset)."""
+        return {}
+
 
 def sources_for(config: RunConfig, bench: Benchmark) -> list[str]:
     """The run's --sources entries ("name" or "name:path") that `bench` reads.
 
-    Several benchmarks share one --sources option; each takes the entries it knows.
+    Several benchmarks share one --sources option; each takes the entries it knows, or its
+    `default_sources` when there are none.
     """
-    known = getattr(bench, "sources", ())
+    known = bench.sources
     picked = [s.strip() for s in config.sources.split(",") if s.strip().partition(":")[0] in known]
+    if not picked and bench.default_sources:
+        return list(bench.default_sources)
     if not picked:
         raise ConfigError(f"benchmark '{bench.name}' reads sources {', '.join(known)}; got --sources {config.sources!r}")
     return picked

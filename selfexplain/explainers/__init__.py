@@ -16,12 +16,15 @@ EXPLAINERS = {  # cheapest first, so partial results appear early
     "4-shot": "the untrained subject, prompted with 4 solved training examples",
     "self": "the subject + a LoRA adapter trained on the subject's ground truth",
     "other": "a different model (+ LoRA + vector projector) trained on the same records",
-    "attention-last": "ablation: last-layer attention mass on the hint, thresholded",
-    "attention-rollout": "ablation: attention-rollout mass on the hint, thresholded",
-    "integrated-gradients": "ablation: integrated-gradients mass on the hint, thresholded",
-    "occlusion": "ablation: word-occlusion mass on the hint, thresholded",
-    "lime": "ablation: LIME mass on the hint, thresholded",
-    "kernel-shap": "ablation: KernelSHAP mass on the hint, thresholded",
+    "human": "rationales: the human evidence spans (ERASER annotators), unranked",
+    "random": "rationales: document words in a seeded random order",
+    "attention-last": "last-layer attention (ablation: mass on the hint, thresholded; rationales: ranked words)",
+    "attention-rollout": "attention rollout (ablation: mass on the hint, thresholded; rationales: ranked words)",
+    "integrated-gradients": "integrated gradients (ablation: mass on the hint, thresholded; rationales: ranked words)",
+    "occlusion": "word occlusion (ablation: mass on the hint, thresholded; rationales: ranked words, the "
+                 "training target itself, shown as the ceiling)",
+    "lime": "LIME (ablation: mass on the hint, thresholded; rationales: ranked words)",
+    "kernel-shap": "KernelSHAP (ablation: mass on the hint, thresholded; rationales: ranked words)",
 }
 # Explainers every benchmark runs; the others come from Benchmark.baselines().
 GENERIC_EXPLAINERS = {"self", "other", "zero-shot", "4-shot", "nearest-neighbour"}
