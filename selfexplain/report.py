@@ -188,4 +188,14 @@ def per_dataset_tables(bench: dict[str, Any]) -> list[tuple[str, list[str], list
                         [_fmt(pair[m]) if m in pair else "" for m in ("comprehensiveness", "sufficiency")] +
                         [f"{ratio:.1f}x" if isinstance(ratio, float) and ratio == ratio else ""])
         out.append((dataset, hdr, rows))
+    correct = [(n, s["subject_correct"]) for n, s in bench["explainers"].items() if "subject_correct" in s]
+    if datasets and correct:
+        hdr = ["explainer", "n"] + [metric_label(m) for m in PER_DATASET_METRICS]
+        rows = [[name, str(d["n"])] + [_fmt(d[m]) for m in PER_DATASET_METRICS]
+                for name, d in sorted(correct, key=lambda kv: -_or_low(kv[1][primary]["value"]))]
+        out.append(("items the subject classifies correctly (macro over datasets)", hdr, rows))
     return out
+
+
+def _or_low(x: float) -> float:
+    return x if x == x else float("-inf")  # NaN (no such items) sorts last

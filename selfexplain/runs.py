@@ -5,8 +5,10 @@ Rows (records, predictions, metrics) live in the output directory's results stor
 any point resumes with the same command. Layout of a run directory:
     config.json, environment.json
     adapters/<explainer>/     (PEFT adapter + projector, trained on every benchmark's records)
-    cache/                    (attributions and other per-input caches)
     results.json, results.md, report.html   (exports of the store, rewritten at the end)
+Per-input caches (attributions, the subject's probabilities on perturbed inputs) are keyed by
+their content (subject, method, parameters, token ids), so every run of an output directory
+shares them in <output-dir>/cache/.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ def seed_everything(seed: int) -> None:
 # Config fields that choose what is evaluated, not what is computed: a rerun with other
 # explainers reuses the run's ground truth, adapters and answers, and adds the missing ones.
 NOT_IDENTITY = ("explainers",)
+# Config fields a benchmark's ground truth does not depend on: a run whose other fields equal an
+# earlier run's (say, only --epochs differs) copies that run's ground truth instead of recomputing it.
+NOT_GROUND_TRUTH = NOT_IDENTITY + ("benchmarks", "other", "epochs", "learning_rate", "lora_r", "batch_size",
+                                   "n_attribution")
+
+
+def ground_truth_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The config fields that determine ground truth (missing keys of older runs: defaults)."""
+    full = {**asdict(RunConfig()), **config}
+    return {k: v for k, v in full.items() if k not in NOT_GROUND_TRUTH}
 
 
 def run_dir_for(cfg: RunConfig) -> Path:
@@ -139,6 +151,18 @@ class Run:
         saved = self.store.ground_truth(self.id, bench.name)
         if saved is not None:
             return saved
+        bench.prepare(self.baseline_env())
+        for row in self.store.runs():
+            if row.id != self.id and ground_truth_identity(self.store.config(row.id)) == ground_truth_identity(
+                    asdict(self.cfg)):
+                earlier = self.store.ground_truth(row.id, bench.name)
+                if earlier is not None:
+                    console.print(f"{bench.name}: ground truth copied from run {row.id} (same data, subject, "
+                                  f"seed and sizes)")
+                    records, stats = earlier
+                    stats = {**stats, "copied_from": row.id}
+                    self.store.save_ground_truth(self.id, bench.name, records, stats)
+                    return records, stats
         start = time.perf_counter()
         with bar(f"{bench.name}: ground truth on the subject", None) as advance:
             gt = bench.build_records(self.subject, self.cfg.for_benchmark(bench.sizes), progress=advance)
@@ -149,7 +173,7 @@ class Run:
 
     # ----- explainers ----------------------------------------------------------------------
     def baseline_env(self) -> BaselineEnv:
-        return BaselineEnv(lambda: self.subject, self.cfg, self.dir / "cache")
+        return BaselineEnv(lambda: self.subject, self.cfg, Path(self.cfg.output_dir) / "cache")
 
     def trained(self, name: str, truths: dict[str, tuple[list[Record], dict]]) -> LoRAExplainer:
         """The LoRA explainer `name`, trained once on the training records of every benchmark

@@ -271,6 +271,28 @@ def test_unparseable_answers_are_the_shared_random_fill(rationale_run):
         assert value == pytest.approx(r.context["prediction"]["probs"][c] - float(p[0, c]), abs=1e-5)
 
 
+def test_a_run_differing_only_in_training_reuses_ground_truth_and_caches(rationale_run):
+    """Only --epochs differs: the ground truth is copied (no occlusion recomputed), baselines'
+    attributions and the subject's probabilities come from the output directory's shared cache,
+    and their scores are identical."""
+    from selfexplain.store import Store
+
+    cfg, res = rationale_run
+    again = run(RunConfig(**{**cfg.__dict__, "epochs": 2, "explainers": "human,occlusion,self"}))
+    assert again["run_id"] != res["run_id"]
+    store = Store.open_existing(cfg.output_dir)
+    first, _ = store.ground_truth(res["run_id"], "rationales")
+    copied, stats = store.ground_truth(again["run_id"], "rationales")
+    assert [(r.id, r.answer, r.query) for r in copied] == [(r.id, r.answer, r.query) for r in first]
+    assert stats["copied_from"] == res["run_id"]
+    for name in ("human", "occlusion"):
+        a = res["benchmarks"]["rationales"]["explainers"][name]
+        b = again["benchmarks"]["rationales"]["explainers"][name]
+        assert a["comprehensiveness"] == b["comprehensiveness"] and a["sufficiency"] == b["sufficiency"]
+    assert again["benchmarks"]["rationales"]["explainers"]["occlusion"]["cost"] == \
+        res["benchmarks"]["rationales"]["explainers"]["occlusion"]["cost"]  # cached attributions keep their cost
+
+
 def test_missing_data_is_a_one_line_error(tmp_path, monkeypatch):
     from selfexplain.runs import Run
 

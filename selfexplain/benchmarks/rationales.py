@@ -126,7 +126,7 @@ class RationalesBenchmark(Benchmark):
         records: list[Record] = []
         stats: dict[str, Any] = {"budget_tokens": budget, "n_random": self.n_random, "strategy": self.strategy,
                                  "aopc_bins": list(AOPC_BINS), "datasets": {}}
-        attributor = Attributor(subject, batch_size=16)
+        attributor = Attributor(subject, cache_dir=self._env.cache_dir if self._env else None, batch_size=16)
         for name, path in datasets:
             loaded = load_eraser(path, name)
             if not loaded.items:

@@ -28,45 +28,49 @@ def item_rng(seed: int, item_id: str, purpose: str) -> random.Random:
     return random.Random(zlib.crc32(f"{seed}|{item_id}|{purpose}".encode()))
 
 
-class HumanRationale(Explainer):
+class _SeededOrder(Explainer):
+    """Document words in an order drawn from a per-item seeded stream: no model runs."""
+
+    purpose = ""
+
+    def __init__(self, input_of: InputOf, seed: int = 0):
+        self.input_of = input_of
+        self.seed = seed
+
+    def words(self, inp: RationaleInput) -> list[int]:
+        raise NotImplementedError
+
+    def explain(self, queries: Sequence[Record]) -> list[Explanation]:
+        out = []
+        for r in queries:
+            inp, _ = self.input_of(r)
+            words = self.words(inp)
+            item_rng(self.seed, inp.item_id, self.purpose).shuffle(words)
+            out.append(Explanation(format_ranking(inp.words, words, with_index=True), 0, 0.0))
+        return out
+
+
+class HumanRationale(_SeededOrder):
     """The words inside the human evidence spans (ERASER annotators), which carry no ranking:
     they are listed in a seeded random order, so shorter lengths take a random subset."""
 
     name = "human"
     description = "human rationales (ERASER evidence spans), in random order within the rationale"
+    purpose = "human"
 
-    def __init__(self, input_of: InputOf, seed: int = 0):
-        self.input_of = input_of
-        self.seed = seed
-
-    def explain(self, queries: Sequence[Record]) -> list[Explanation]:
-        out = []
-        for r in queries:
-            inp, _ = self.input_of(r)
-            words = sorted(inp.human_words)
-            item_rng(self.seed, inp.item_id, "human").shuffle(words)
-            out.append(Explanation(format_ranking(inp.words, words, with_index=True), 0, 0.0))
-        return out
+    def words(self, inp: RationaleInput) -> list[int]:
+        return sorted(inp.human_words)
 
 
-class RandomRationale(Explainer):
+class RandomRationale(_SeededOrder):
     """Every document word in a seeded random order: the floor every metric is normalised by."""
 
     name = "random"
     description = "document words in a random order (seeded per item)"
+    purpose = "random-explainer"
 
-    def __init__(self, input_of: InputOf, seed: int = 0):
-        self.input_of = input_of
-        self.seed = seed
-
-    def explain(self, queries: Sequence[Record]) -> list[Explanation]:
-        out = []
-        for r in queries:
-            inp, _ = self.input_of(r)
-            words = list(range(len(inp.words)))
-            item_rng(self.seed, inp.item_id, "random-explainer").shuffle(words)
-            out.append(Explanation(format_ranking(inp.words, words, with_index=True), 0, 0.0))
-        return out
+    def words(self, inp: RationaleInput) -> list[int]:
+        return list(range(len(inp.words)))
 
 
 def word_scores(attribution: Attribution, inp: RationaleInput) -> list[float]:
