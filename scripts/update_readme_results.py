@@ -9,18 +9,32 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
+from selfexplain.config import RunConfig
 from selfexplain.report import markdown_summary
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def options(config: dict) -> str:
+    """The run's options that differ from the defaults (besides where data and results live)."""
+    defaults = asdict(RunConfig())
+    skip = {"benchmarks", "output_dir", "data_root", "epochs"}
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in config.items()
+             if k not in skip and k in defaults and v != defaults[k]]
+    if config.get("epochs") != RunConfig.MODES[config.get("mode", "quick")]["epochs"]:
+        flags.append(f"--epochs {config['epochs']:g}")
+    return f" ({', '.join(flags)})" if flags else ""
 
 
 def render(run_dir: Path) -> str:
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     text = markdown_summary(results)
     names = "+".join(results["benchmarks"])
-    return text.replace("# selfexplain results", f"### Quick run: {names}", 1).replace("\n## ", "\n#### ")
+    title = f"### Quick run: {names}{options(results['config'])}"
+    return text.replace("# selfexplain results", title, 1).replace("\n## ", "\n#### ").replace("\n### ", "\n##### ")
 
 
 def main() -> None:
