@@ -547,10 +547,23 @@ def _gt_value(key: str, v: Any) -> str:
 
 def _ground_truth(figs: _Figures, bench: dict[str, Any]) -> str:
     gt = bench.get("ground_truth") or {}
-    parts = ['<h3>Ground truth</h3><p class="lead">The ground truth is what the subject <em>actually did</em> '
-             "under the intervention, measured by running it. Few interventions change the answer, so the "
-             "test set is balanced by sampling: a constant “never changes” answer then scores about half. "
-             "The subject's task accuracy shows how well it knows the questions in the first place.</p>"]
+    if gt.get("datasets"):  # rationales: ground truth is measured on the subject at scoring time
+        parts = ['<h3>Ground truth</h3><p class="lead">Every rationale is scored by what the subject '
+                 "<em>actually does</em> when its words are deleted or kept alone. Training targets are the "
+                 "subject's own word occlusion on training documents. Per dataset: the subject's accuracy, the "
+                 "token budget and how much human evidence it cut.</p>"]
+        rows = "".join(
+            f"<tr><th>{_e(name)}</th><td>{_e(_pct(d.get('subject_accuracy_test'), 0))}% accuracy on "
+            f"{_e(d.get('n_test'))} test items; {_e(d.get('n_train'))} training; budget {_e(d.get('budget_tokens'))} "
+            f"tokens, {_e(_pct(d.get('evidence_dropped_rate'), 0))}% of evidence words cut; "
+            f"{_e(d.get('malformed_rows'))} malformed rows</td></tr>"
+            for name, d in gt["datasets"].items())
+        parts.append(f'<table class="kv">{rows}</table>')
+    else:
+        parts = ['<h3>Ground truth</h3><p class="lead">The ground truth is what the subject <em>actually did</em> '
+                 "under the intervention, measured by running it. Few interventions change the answer, so the "
+                 "test set is balanced by sampling: a constant “never changes” answer then scores about half. "
+                 "The subject's task accuracy shows how well it knows the questions in the first place.</p>"]
     balance = _balance_figure(figs, gt, bench)
     breakdowns = [(k, v) for k, v in gt.items() if k.startswith("changed_rate_by_") and isinstance(v, dict)
                   and len(v) >= 2 and all(_finite(x) for x in v.values())]

@@ -174,6 +174,9 @@ def test_run_reports_every_explainer_per_dataset(rationale_run):
     assert gt["budget_tokens"] == 32 and gt["datasets"]["movies"]["malformed_rows"] == 1
     md = (Path(res["run_dir"]) / "results.md").read_text()
     assert "### rationales: movies" in md and "### rationales: cose" in md
+    html = (Path(res["run_dir"]) / "report.html").read_text()
+    assert "<h3>Per dataset</h3>" in html and "<h4>movies</h4>" in html and "1 malformed rows" in html
+    assert "never changes" not in html.split("<h3>Ground truth</h3>")[1][:400]
 
 
 def test_split_keeps_documents_on_one_side(rationale_run):
