@@ -20,7 +20,8 @@ import plotly.io as pio
 
 from .atomic import write_text
 from .explainers import EXPLAINERS
-from .report import METRIC_LABELS, comparison_lines, comparison_pairs, metric_names, per_dataset_tables, verdict
+from .report import (comparison_lines, comparison_pairs, is_estimate, metric_label, metric_names,
+                     per_dataset_tables, verdict)
 
 # --------------------------------------------------------------------------- explainer families
 
@@ -69,7 +70,6 @@ def family(name: str) -> str:
 
 
 KIND_COLOURS = {"changed": "#e11d48", "unchanged": "#64748b"}
-EXTRA_METRIC_LABELS = {"exact_match_subject_correct": "exact match (subject correct)"}
 PAGE_SIZE = 25
 
 # --------------------------------------------------------------------------- small helpers
@@ -83,13 +83,9 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _is_estimate(v: Any) -> bool:
-    return isinstance(v, dict) and {"value", "low", "high"} <= v.keys()
-
-
 def _plottable(v: Any) -> bool:
     """An estimate whose value and CI are all finite numbers."""
-    return _is_estimate(v) and all(_finite(v[k]) for k in ("value", "low", "high"))
+    return is_estimate(v) and all(_finite(v[k]) for k in ("value", "low", "high"))
 
 
 def _pct(x: Any, digits: int = 1) -> str:
@@ -98,7 +94,7 @@ def _pct(x: Any, digits: int = 1) -> str:
 
 def _cell(est: dict | None, signed: bool = False) -> str:
     """Table cell content: value, with its 95% CI in small type below."""
-    if not _is_estimate(est):
+    if not is_estimate(est):
         return "–"
     f = _signed if signed else _pct
     return (f'<span class="v">{_e(f(est["value"]))}</span>'
@@ -106,7 +102,7 @@ def _cell(est: dict | None, signed: bool = False) -> str:
 
 
 def _ci(est: dict | None) -> str:
-    if not _is_estimate(est):
+    if not is_estimate(est):
         return "–"
     return f"{_pct(est['value'])} [{_pct(est['low'])}, {_pct(est['high'])}]"
 
@@ -116,7 +112,7 @@ def _signed(x: Any) -> str:
 
 
 def _diff(est: dict | None) -> str:
-    if not _is_estimate(est):
+    if not is_estimate(est):
         return "–"
     return f"{_signed(est['value'])} [{_signed(est['low'])}, {_signed(est['high'])}]"
 
@@ -137,10 +133,6 @@ def _passes(x: Any) -> str:
     return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
 
 
-def metric_label(name: str) -> str:
-    return METRIC_LABELS.get(name) or EXTRA_METRIC_LABELS.get(name) or name.replace("_", " ")
-
-
 def _primary(bench: dict[str, Any]) -> str:
     names = metric_names(bench)
     return bench.get("primary_metric") or (names[0] if names else "exact_match")
@@ -148,7 +140,7 @@ def _primary(bench: dict[str, Any]) -> str:
 
 def _value(stats: dict[str, Any], metric: str) -> float:
     est = stats.get(metric)
-    return est["value"] if _is_estimate(est) and _finite(est["value"]) else -math.inf
+    return est["value"] if is_estimate(est) and _finite(est["value"]) else -math.inf
 
 
 def ranked(bench: dict[str, Any]) -> list[str]:
@@ -169,7 +161,7 @@ def self_pair(bench: dict[str, Any], name: str) -> dict | None:
                 pair = p
                 break
     d = (pair or {}).get("difference")
-    return d if _is_estimate(d) else None
+    return d if is_estimate(d) else None
 
 
 def _verdict_class(d: dict | None) -> str:

@@ -8,6 +8,7 @@ from rich.table import Table
 
 METRIC_LABELS = {"exact_match": "exact match", "changed_macro_f1": "changed macro-F1",
                  "content_match": "content match",
+                 "exact_match_subject_correct": "exact match (subject correct)",
                  "comprehensiveness_vs_random": "comprehensiveness - random",
                  "sufficiency_vs_random": "sufficiency - random (lower is better)",
                  "sufficiency": "sufficiency (lower is better)",

@@ -152,9 +152,9 @@ class Run:
         if saved is not None:
             return saved
         bench.prepare(self.baseline_env())
+        mine = ground_truth_identity(asdict(self.cfg))
         for row in self.store.runs():
-            if row.id != self.id and ground_truth_identity(self.store.config(row.id)) == ground_truth_identity(
-                    asdict(self.cfg)):
+            if row.id != self.id and ground_truth_identity(self.store.config(row.id)) == mine:
                 earlier = self.store.ground_truth(row.id, bench.name)
                 if earlier is not None:
                     console.print(f"{bench.name}: ground truth copied from run {row.id} (same data, subject, "

@@ -262,14 +262,14 @@ def test_unparseable_answers_are_the_shared_random_fill(rationale_run):
     for m in ("comprehensiveness", "sufficiency", "aopc_comprehensiveness", "comprehensiveness_vs_random"):
         assert empty[m] == pytest.approx(filled[m])
     assert empty["parsed"] == [0.0] * len(test) and filled["parsed"] == [1.0] * len(test)
-    from selfexplain.benchmarks.rationales import _crc
+    from selfexplain.explainers.rationales import item_seed
     from selfexplain.faithfulness import class_probabilities, random_rationales, without_rationale
 
     random_comp = [a - b for a, b in zip(empty["comprehensiveness"], empty["comprehensiveness_vs_random"])]
     for r, value in zip(test, random_comp):
         inp, c = bench.input_of(r)
         k = len(inp.human_words)
-        (words,) = random_rationales(range(len(inp.words)), k, 1, seed=_crc(f"{cfg.seed}|{inp.item_id}|{k}"))
+        (words,) = random_rationales(range(len(inp.words)), k, 1, seed=item_seed(cfg.seed, inp.item_id, str(k)))
         p = class_probabilities(runner.subject, [without_rationale(inp.ids, inp.positions_of(words))], inp.option_ids)
         assert value == pytest.approx(r.context["prediction"]["probs"][c] - float(p[0, c]), abs=1e-5)
 

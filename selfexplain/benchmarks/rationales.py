@@ -27,10 +27,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..atomic import write_json
+from ..attribution import METHODS, Attributor
 from ..config import RunConfig
 from ..eraser import load_eraser
 from ..errors import ConfigError, DataError
 from ..explainers.base import Explainer, Explanation
+from ..explainers.rationales import (AttributionRanking, HumanRationale, RandomRationale, item_rng, item_seed,
+                                     rank_words, word_scores)
 from ..facts import data_root
 from ..faithfulness import AOPC_BINS, bin_size, random_rationales
 from ..metrics import bootstrap_macro_mean, bootstrap_mean, paired_difference
@@ -50,6 +53,9 @@ MAX_LISTED = 64
 METRICS = ("comprehensiveness_vs_random", "sufficiency_vs_random", "comprehensiveness", "sufficiency",
            "aopc_comprehensiveness_vs_random", "aopc_sufficiency_vs_random", "aopc_comprehensiveness",
            "aopc_sufficiency")
+# Slow attribution methods evaluated on the run's --n-attribution subsample (occlusion, the
+# ceiling, and attention run on every test item).
+SUBSAMPLED_METHODS = ("lime", "kernel_shap", "integrated_gradients")
 HEADLINE = ("comprehensiveness", "sufficiency", "comprehensiveness_vs_random", "sufficiency_vs_random")
 
 
@@ -116,8 +122,6 @@ class RationalesBenchmark(Benchmark):
         return RationaleInput.from_dict(record.context["input"]), int(record.context["predicted"])
 
     def build_records(self, subject: LoadedModel, config: RunConfig, progress=None) -> GroundTruth:
-        from ..attribution import Attributor
-
         datasets = self.datasets(config)
         budget = self.budget(config)
         n_train = math.ceil(config.n_train / len(datasets))
@@ -136,8 +140,6 @@ class RationalesBenchmark(Benchmark):
             train = [(inp, p) for (inp, s), p in zip(chosen, preds) if s == "train"]
             occlusions = attributor.attribute([inp.attribution_input(p.index) for inp, p in train], "occlusion",
                                               progress=(lambda n: progress(n, f"{name} occlusion")) if progress else None)
-            from ..explainers.rationales import rank_words, word_scores
-
             occl = iter(occlusions)
             for (inp, s), pred in zip(chosen, preds):
                 answer, params = "", {"budget_tokens": budget}
@@ -218,9 +220,6 @@ class RationalesBenchmark(Benchmark):
 
     # ----- explainers -----------------------------------------------------------------------
     def baselines(self, env: BaselineEnv) -> dict[str, Callable[[], Explainer]]:
-        from ..attribution import METHODS
-        from ..explainers.rationales import HumanRationale, RandomRationale
-
         out: dict[str, Callable[[], Explainer]] = {
             "human": lambda: HumanRationale(self.input_of, env.config.seed),
             "random": lambda: RandomRationale(self.input_of, env.config.seed),
@@ -231,10 +230,7 @@ class RationalesBenchmark(Benchmark):
 
     def _attribution_factory(self, env: BaselineEnv, method: str) -> Callable[[], Explainer]:
         def make() -> Explainer:
-            from ..attribution import PERTURBATION_METHODS
-            from ..explainers.rationales import AttributionRanking
-
-            slow = method in PERTURBATION_METHODS + ("integrated_gradients",) and method != "occlusion"
+            slow = method in SUBSAMPLED_METHODS
             params = self.attribution_params.get(env.config.mode, {}).get(method, {})
             return AttributionRanking(method, env.subject(), self.input_of, env.cache_dir, params,
                                       max_items=(env.config.n_attribution or None) if slow else None)
@@ -250,8 +246,6 @@ class RationalesBenchmark(Benchmark):
         return [("human", len(inp.human_words))] + [(f"{f:g}", bin_size(f, n)) for f in AOPC_BINS]
 
     def fill_order(self, inp: RationaleInput, seed: int) -> list[int]:
-        from ..explainers.rationales import item_rng
-
         order = list(range(len(inp.words)))
         item_rng(seed, inp.item_id, "fill").shuffle(order)
         return order
@@ -270,7 +264,7 @@ class RationalesBenchmark(Benchmark):
             lengths = self.lengths(inp)
             chosen = [ranking[:k] for _, k in lengths]
             randoms = [random_rationales(range(len(inp.words)), k, self.n_random,
-                                         seed=_crc(f"{seed}|{inp.item_id}|{k}")) for _, k in lengths]
+                                         seed=item_seed(seed, inp.item_id, str(k))) for _, k in lengths]
             p_full = float(r.context["prediction"]["probs"][c])
             comp, suff = self._drops(inp, c, p_full, chosen)
             rand = [self._drops(inp, c, p_full, draws) for draws in randoms]
@@ -358,12 +352,6 @@ class RationalesBenchmark(Benchmark):
                                                                      seed).to_dict() for m in HEADLINE}}
             out[rival] = rows
         return out
-
-
-def _crc(text: str) -> int:
-    import zlib
-
-    return zlib.crc32(text.encode())
 
 
 def _digest(*parts: Any) -> str:

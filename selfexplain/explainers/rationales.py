@@ -23,9 +23,14 @@ from .base import Explainer, Explanation
 InputOf = Callable[[Record], tuple[RationaleInput, int]]  # (input, the subject's predicted option)
 
 
+def item_seed(seed: int, item_id: str, purpose: str) -> int:
+    """A seed fixed by (seed, item, purpose): the same on every run and machine."""
+    return zlib.crc32(f"{seed}|{item_id}|{purpose}".encode())
+
+
 def item_rng(seed: int, item_id: str, purpose: str) -> random.Random:
-    """A random stream fixed by (seed, item, purpose): the same on every run and machine."""
-    return random.Random(zlib.crc32(f"{seed}|{item_id}|{purpose}".encode()))
+    """A random stream fixed by (seed, item, purpose)."""
+    return random.Random(item_seed(seed, item_id, purpose))
 
 
 class _SeededOrder(Explainer):
