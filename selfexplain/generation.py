@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -10,6 +11,16 @@ import torch
 from .interventions import inject_at_placeholder, left_pad
 from .models import LoadedModel, eval_mode
 from .records import VECTOR_MARKER
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How generating explainers write one benchmark's answers (the same for all of them)."""
+
+    max_new_tokens: int = 8
+    # > 0: never repeat an n-gram of the generated tokens. List answers (rationales) otherwise
+    # collapse into "the, the, the" under greedy decoding.
+    no_repeat_ngram: int = 0
 
 
 def encode_query(loaded: LoadedModel, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -43,6 +54,7 @@ def greedy_generate(
     vectors: Sequence[torch.Tensor | None] | None = None,
     projector: torch.nn.Module | None = None,
     max_new_tokens: int = 8,
+    no_repeat_ngram: int = 0,
     batch_size: int = 16,
     stop_at_newline: bool = True,
     prefix: Sequence[int] | None = None,
@@ -52,12 +64,16 @@ def greedy_generate(
     """Greedy continuations of many prompts, batched by length with a KV cache.
 
     `prefix` (e.g. few-shot examples) precedes every prompt; it is run once and its KV cache
-    shared by all batches. `prefix_vectors` are injected at its placeholders.
+    shared by all batches. `prefix_vectors` are injected at its placeholders. `no_repeat_ngram`
+    bans n-grams already generated (never ones of the prompt: answers may quote it).
     """
+    from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
+
     model, tok = loaded.model, loaded.tokenizer
     device = loaded.device
     eos = tok.eos_token_id
     outputs: list[str] = [""] * len(prompts)
+    no_repeat = NoRepeatNGramLogitsProcessor(no_repeat_ngram) if no_repeat_ngram > 0 else None
     with eval_mode(model):
         prefix_cache, n_prefix = None, len(prefix or [])
         if prefix:
@@ -87,6 +103,8 @@ def greedy_generate(
                     past = out.past_key_values
                     logits = out.logits[:, -1].float()
                     logits[:, loaded.placeholder_id] = float("-inf")  # never emit the vector slot
+                    if no_repeat is not None:
+                        logits = no_repeat(generated, logits)
                     nxt = logits.argmax(-1)
                     nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
                     generated = torch.cat([generated, nxt[:, None]], dim=1)

@@ -215,7 +215,7 @@ class Run:
         if name in ("zero-shot", "4-shot"):
             k = 0 if name == "zero-shot" else 4
             return PromptedExplainer(self.subject, k, bench.instruction(), self.cfg.seed, bench.example_key,
-                                     max_new_tokens=bench.max_answer_tokens)
+                                     decoding=bench.decoding)
         if name == "nearest-neighbour":
             return NearestNeighbour()
         baselines = bench.baselines(self.baseline_env())
@@ -295,7 +295,7 @@ class Run:
             return [by_id[i] for i in saved], list(saved.values()), done[1]
         explainer = self.make_explainer(name, bench, truths)
         if isinstance(explainer, LoRAExplainer):
-            explainer.max_new_tokens = bench.max_answer_tokens  # one multitask adapter, per-benchmark answers
+            explainer.decoding = bench.decoding  # one multitask adapter, per-benchmark answers
         else:
             explainer.fit(train)
         items = self.test_items(explainer, test)

@@ -6,6 +6,7 @@ adapter is simply training on the union of their records.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -15,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -101,7 +102,8 @@ def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
     labels = batch.input_ids[:, -keep + 1:].clone()
     for i, a in enumerate(answers):
         labels[i, : labels.shape[1] - len(a)] = -100
-    with inject_at_placeholder(loaded.model, loaded.placeholder_id, vectors, projector), loaded.autocast():
+    with inject_at_placeholder(loaded.model, loaded.placeholder_id, vectors, projector), \
+            contiguous_head_input(loaded.model), loaded.autocast():
         logits = loaded.model(**batch.model_inputs(), logits_to_keep=keep).logits[:, :-1]
     token_loss = nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100,
                                              reduction="none")
@@ -110,6 +112,23 @@ def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
         return per_example.mean()
     weights = weights.to(per_example.device)
     return (per_example * weights).sum() / weights.sum()
+
+
+@contextlib.contextmanager
+def contiguous_head_input(model: nn.Module) -> Iterator[None]:
+    """Make the output head's input contiguous while training.
+
+    Models slice the last positions (`logits_to_keep`) before the head; a non-contiguous input
+    that requires grad makes torch.matmul broadcast the head weight into a batched matmul
+    instead of one matrix product: for Gemma's 262k vocabulary that was 40% of a training step
+    (bench/training_speed.py measures it).
+    """
+    head = model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def class_weights(records: Sequence[Record]) -> list[float]:

@@ -86,3 +86,25 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
     assert all(torch.equal(x, y) for x, y in zip(ref_proj.state_dict().values(), proj.state_dict().values()))
     assert not (tmp_path / "a" / "checkpoint.pt").exists()
+
+
+
+def _ngrams(ids, n):
+    return [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_no_repeat_ngram_bans_only_repeated_generated_ngrams(tiny, n):
+    """Greedy decoding of this random model repeats itself; with no_repeat_ngram=n no generated
+    n-gram repeats, and the answer is unchanged up to where the first repeat would have ended."""
+    tok = tiny.tokenizer
+    prompts = [encode_query(tiny, "Paris Paris Paris")]
+    (free,) = greedy_generate(tiny, prompts, max_new_tokens=40, stop_at_newline=False)
+    (constrained,) = greedy_generate(tiny, prompts, max_new_tokens=40, stop_at_newline=False, no_repeat_ngram=n)
+    free_ids = tok(free, add_special_tokens=False)["input_ids"]
+    ids = tok(constrained, add_special_tokens=False)["input_ids"]
+    grams = _ngrams(free_ids, n)
+    first_repeat = next(i for i in range(len(grams)) if grams[i] in grams[:i])  # it does repeat
+    assert len(set(_ngrams(ids, n))) == len(_ngrams(ids, n)) and len(ids) == 40
+    assert ids[:first_repeat + n - 1] == free_ids[:first_repeat + n - 1]
+    assert ids[first_repeat + n - 1] != free_ids[first_repeat + n - 1]

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..explainers.base import Explainer, Explanation
+from ..generation import Decoding
 from ..metrics import bootstrap_macro_f1, bootstrap_mean
 from ..models import LoadedModel
 from ..records import Record
@@ -53,8 +54,8 @@ class Benchmark(ABC):
     generic_explainers: frozenset[str] = frozenset({"self", "other", "zero-shot", "4-shot", "nearest-neighbour"})
     # Explainers shown for reference (e.g. the training target itself), never "the best other".
     reference_explainers: frozenset[str] = frozenset()
-    # Longest answer (tokens) a generating explainer may write for this benchmark.
-    max_answer_tokens: int = 8
+    # How generating explainers write this benchmark's answers (length, repeats).
+    decoding: Decoding = Decoding()
 
     @abstractmethod
     def build_records(self, subject: LoadedModel, config: RunConfig, progress=None) -> GroundTruth:

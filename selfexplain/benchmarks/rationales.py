@@ -35,6 +35,7 @@ from ..explainers.base import Explainer, Explanation
 from ..explainers.rationales import (AttributionRanking, HumanRationale, RandomRationale, item_rng, item_seed,
                                      rank_words, word_scores)
 from ..facts import data_root
+from ..generation import Decoding
 from ..faithfulness import AOPC_BINS, bin_size, random_rationales
 from ..metrics import bootstrap_macro_mean, bootstrap_mean, paired_difference
 from ..models import LoadedModel
@@ -70,7 +71,8 @@ class RationalesBenchmark(Benchmark):
     # other) test, so the other model is not trained for it.
     generic_explainers = frozenset({"self", "zero-shot"})
     reference_explainers = frozenset({"occlusion"})  # the training target itself: a ceiling, not a rival
-    max_answer_tokens = 192
+    # Ranked word lists: a listed word is never listed again (greedy lists otherwise loop).
+    decoding = Decoding(max_new_tokens=192, no_repeat_ngram=2)
     sizes = {"quick": {"n_train": 72, "n_test": 30}, "full": {"n_train": 3000, "n_test": 600}}
     budgets = {"quick": 128, "full": 512}
     attribution_params: dict[str, dict[str, dict]] = {

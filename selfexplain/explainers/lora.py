@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..generation import encode_query, greedy_generate
+from ..generation import Decoding, encode_query, greedy_generate
 from ..models import LoadedModel
 from ..records import Record
 from ..training import Projector, TrainConfig, load_trained, train_explainer
@@ -17,13 +17,13 @@ class LoRAExplainer(Explainer):
     """A model fine-tuned (LoRA + vector projector) on the subject's ground-truth records."""
 
     def __init__(self, name: str, load: Callable[[], LoadedModel], train_config: TrainConfig,
-                 output_dir: Path, description: str = "", max_new_tokens: int = 8, progress=None):
+                 output_dir: Path, description: str = "", decoding: Decoding = Decoding(), progress=None):
         self.name = name
         self.description = description
         self._load = load
         self.train_config = train_config
         self.output_dir = output_dir
-        self.max_new_tokens = max_new_tokens
+        self.decoding = decoding
         self.progress = progress
         self.loaded: LoadedModel | None = None
         self.projector: Projector | None = None
@@ -47,7 +47,8 @@ class LoRAExplainer(Explainer):
         prompts = [encode_query(self.loaded, q.query) for q in queries]
         with Stopwatch() as sw:
             texts = greedy_generate(self.loaded, prompts, [q.vector for q in queries], self.projector,
-                                    max_new_tokens=self.max_new_tokens)
+                                    max_new_tokens=self.decoding.max_new_tokens,
+                                    no_repeat_ngram=self.decoding.no_repeat_ngram)
         per = sw.per_item(len(queries))
         return [Explanation(t, forward_passes=1 + len(self.loaded.tokenizer(t)["input_ids"]), seconds=per)
                 for t in texts]

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from ..generation import encode_query, greedy_generate
+from ..generation import Decoding, encode_query, greedy_generate
 from ..models import LoadedModel
 from ..records import Record
 from ..training import make_projector
@@ -23,7 +23,7 @@ class PromptedExplainer(Explainer):
     """
 
     def __init__(self, subject: LoadedModel, k: int, instruction: str, seed: int = 0,
-                 example_key=None, max_new_tokens: int = 8):
+                 example_key=None, decoding: Decoding = Decoding()):
         self.subject = subject
         self.k = k
         self.name = "zero-shot" if k == 0 else f"{k}-shot"
@@ -31,7 +31,7 @@ class PromptedExplainer(Explainer):
         self.instruction = instruction
         self.seed = seed
         self.example_key = example_key or (lambda r: "")
-        self.max_new_tokens = max_new_tokens
+        self.decoding = decoding
         self.examples: list[Record] = []
 
     def fit(self, train: Sequence[Record]) -> None:
@@ -63,8 +63,8 @@ class PromptedExplainer(Explainer):
         prefix = encode_query(self.subject, self.prefix())
         prompts = [encode_query(self.subject, q.query, add_special_tokens=False) for q in queries]
         with Stopwatch() as sw:
-            texts = greedy_generate(self.subject, prompts, vectors, projector, max_new_tokens=self.max_new_tokens,
-                                    prefix=prefix, prefix_vectors=prefix_vectors)
+            texts = greedy_generate(self.subject, prompts, vectors, projector, max_new_tokens=self.decoding.max_new_tokens,
+                                    no_repeat_ngram=self.decoding.no_repeat_ngram, prefix=prefix, prefix_vectors=prefix_vectors)
         per = sw.per_item(len(queries))
         # Cost counts the full prompt (prefix included), as a user without a cache would pay.
         return [Explanation(t, forward_passes=1 + len(self.subject.tokenizer(t)["input_ids"]), seconds=per)
