@@ -1,10 +1,11 @@
-"""One LoRA training step (forward, backward, optimizer) on patching-style records, with the
-output head's input made contiguous (what training does) and without (the plain model call).
+"""One LoRA training step (forward, backward, optimizer) on a batch of patching records of one
+item, three ways: the plain model call; with the output head's input made contiguous; and with
+that plus the batch's common prompt prefix run once (what training does).
 
     python bench/training_speed.py [--models smollm2,gemma3-270m] [--steps 3] [--batch 8]
 
-Prints seconds per step for both, side by side in one run, their ratio, and the largest loss
-difference (they must agree).
+Prints seconds per step for each, side by side in one run, the ratios to the plain call, and
+the largest loss difference (they must agree).
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ import torch
 
 from selfexplain import training
 from selfexplain.models import load_model
-from selfexplain.training import TrainConfig, answer_loss, make_projector
+from selfexplain.training import TrainConfig, answer_loss, make_projector, shared_prefix_length
 
-QUERY = ('What is the official language of {}? (French, Lao, Polish or unknown)\n'
-         'Patch L25-29 at "{}" (question) from Laos <<vector>>\nAnswer:')
-COUNTRIES = ["Poland", "Austria", "Peru", "Kenya", "Japan", "Chile", "Norway", "Egypt"]
+QUESTION = "What is the official language of Poland? (French, Lao, Polish or unknown)\n"
+PATCHES = ['Patch L{}-{} at "{}" ({}) from Laos <<vector>>\nAnswer:'.format(a, a + 4, tok, kind)
+           for a in (0, 5, 10, 15, 20, 25) for tok, kind in (("Poland", "question"), ("is", "last token"))]
+STRATEGIES = {"plain": (False, False), "contiguous head input": (True, False),
+              "contiguous + shared prefix": (True, True)}
 
 
-def step_seconds(loaded, prompts, answers, vectors, projector, steps: int, contiguous: bool):
+def step_seconds(loaded, prompts, answers, vectors, projector, steps: int, contiguous: bool, share: bool):
     """Mean seconds per optimizer step (after one warm-up) and the first step's loss."""
     from peft import LoraConfig, get_peft_model
 
@@ -45,7 +48,7 @@ def step_seconds(loaded, prompts, answers, vectors, projector, steps: int, conti
         times, first_loss = [], None
         for i in range(steps + 1):
             start = time.perf_counter()
-            loss = answer_loss(trained, prompts, answers, vectors, projector)
+            loss = answer_loss(trained, prompts, answers, vectors, projector, share_prefix=share)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -66,16 +69,19 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.models.split(","):
         loaded = load_model(name)
-        queries = [QUERY.format(c, c) for c in (COUNTRIES * args.batch)[: args.batch]]
-        prompts = [training.encode_query(loaded, q) for q in queries]
-        answers = [training.encode_answer(loaded, " changes to French")] * args.batch
-        vectors = torch.randn(args.batch, 576)
+        prompts = [training.encode_query(loaded, QUESTION + p) for p in PATCHES[: args.batch]]
+        answers = [training.encode_answer(loaded, " changes to French")] * len(prompts)
+        vectors = torch.randn(len(prompts), 576)
         projector = make_projector(loaded, 576)
-        plain, loss_plain = step_seconds(loaded, prompts, answers, vectors, projector, args.steps, False)
-        fast, loss_fast = step_seconds(loaded, prompts, answers, vectors, projector, args.steps, True)
-        print(f"{name}: {len(prompts[0])}-token queries, batch {args.batch}: plain {plain:.2f} s/step, "
-              f"contiguous head input {fast:.2f} s/step (x{plain / fast:.2f}); "
-              f"loss difference {abs(loss_plain - loss_fast):.2e}")
+        shared = shared_prefix_length(prompts, loaded.placeholder_id)
+        print(f"{name}: batch of {len(prompts)} queries of {min(map(len, prompts))}-{max(map(len, prompts))} "
+              f"tokens, {shared} shared")
+        results = {label: step_seconds(loaded, prompts, answers, vectors, projector, args.steps, *flags)
+                   for label, flags in STRATEGIES.items()}
+        plain, plain_loss = results["plain"]
+        for label, (seconds, loss) in results.items():
+            print(f"  {label:28s} {seconds:5.2f} s/step  x{plain / seconds:.2f}  "
+                  f"loss difference {abs(loss - plain_loss):.1e}")
 
 
 if __name__ == "__main__":

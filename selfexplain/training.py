@@ -24,7 +24,7 @@ from torch import nn
 from . import faults
 from .atomic import write_json
 from .errors import TrainingError
-from .generation import encode_answer, encode_query, length_batches
+from .generation import encode_answer, encode_query
 from .interventions import inject_at_placeholder, left_pad
 from .models import LoadedModel, decoder_layers
 from .records import Record
@@ -90,21 +90,49 @@ def _examples(loaded: LoadedModel, records: Sequence[Record]) -> list[tuple[list
     return [(encode_query(loaded, r.query), encode_answer(loaded, " " + r.answer.strip())) for r in records]
 
 
+# A batch's common prompt prefix shorter than this is recomputed per row (not worth a call).
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]], stop_token: int | None) -> int:
+    """Tokens every prompt starts with, ending before the first `stop_token` (an injected
+    vector differs per row) and leaving each prompt's last token to predict the answer."""
+    limit = min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and prompts[0][n] != stop_token and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return n
+
+
 def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
-                weights: torch.Tensor | None = None) -> torch.Tensor:
+                weights: torch.Tensor | None = None, share_prefix: bool = True) -> torch.Tensor:
     """Cross-entropy on answer tokens only; logits computed just for the answer positions.
 
-    Each example's mean token loss is weighted by `weights` (class balancing).
+    The batch's common prompt prefix (several questions about one item, a chat header) runs
+    once and its KV cache is repeated for every row; gradients flow back through it, so the
+    loss and its gradients equal those of the full rows. Each example's mean token loss is
+    weighted by `weights` (class balancing).
     """
-    rows = [p + a for p, a in zip(prompts, answers)]
+    n_shared = shared_prefix_length(prompts, loaded.placeholder_id) if share_prefix and len(prompts) > 1 else 0
+    if n_shared < MIN_SHARED_PREFIX:
+        n_shared = 0
+    rows = [p[n_shared:] + a for p, a in zip(prompts, answers)]
     batch = left_pad(rows, loaded.tokenizer.pad_token_id, loaded.device)
     keep = max(len(a) for a in answers) + 1
     labels = batch.input_ids[:, -keep + 1:].clone()
     for i, a in enumerate(answers):
         labels[i, : labels.shape[1] - len(a)] = -100
-    with inject_at_placeholder(loaded.model, loaded.placeholder_id, vectors, projector), \
-            contiguous_head_input(loaded.model), loaded.autocast():
-        logits = loaded.model(**batch.model_inputs(), logits_to_keep=keep).logits[:, :-1]
+    inputs = batch.model_inputs()
+    with contiguous_head_input(loaded.model), loaded.autocast():
+        if n_shared:
+            prefix = torch.tensor([list(prompts[0][:n_shared])], device=loaded.device)
+            past = loaded.model(input_ids=prefix, use_cache=True).past_key_values
+            past.batch_repeat_interleave(len(rows))
+            ones = torch.ones((len(rows), n_shared), dtype=batch.attention_mask.dtype, device=loaded.device)
+            inputs = {"input_ids": batch.input_ids, "attention_mask": torch.cat([ones, batch.attention_mask], 1),
+                      "position_ids": batch.position_ids + n_shared, "past_key_values": past, "use_cache": True}
+        with inject_at_placeholder(loaded.model, loaded.placeholder_id, vectors, projector):
+            logits = loaded.model(**inputs, logits_to_keep=keep).logits[:, :-1]
     token_loss = nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100,
                                              reduction="none")
     per_example = token_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)
@@ -155,13 +183,20 @@ def training_steps(n_records: int, config: TrainConfig) -> int:
     return max(1, math.ceil(math.ceil(n_records / config.batch_size) * config.epochs))
 
 
-def homogeneous_batches(records: Sequence[Record], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Length-sorted batches that never mix records with and without an injected vector
-    (multitask training over several benchmarks' records)."""
+def homogeneous_batches(records: Sequence[Record], prompts: Sequence[Sequence[int]],
+                        batch_size: int) -> list[list[int]]:
+    """Batches of records whose prompts sort together, never mixing records with and without an
+    injected vector (multitask training over several benchmarks' records).
+
+    Sorting the token ids puts records that share a prompt prefix (the same question, the same
+    chat header) in one batch, where `answer_loss` runs that prefix once; neighbours also have
+    similar lengths, so little padding.
+    """
     batches = []
     for has_vector in (False, True):
-        idx = [i for i, r in enumerate(records) if (r.vector is not None) == has_vector]
-        batches += [[idx[j] for j in b] for b in length_batches([lengths[i] for i in idx], batch_size)]
+        idx = sorted((i for i, r in enumerate(records) if (r.vector is not None) == has_vector),
+                     key=lambda i: list(prompts[i]))
+        batches += [idx[j:j + batch_size] for j in range(0, len(idx), batch_size)]
     return batches
 
 
@@ -199,7 +234,7 @@ def train_explainer(
 
     examples = _examples(trained, records)
     weights = torch.tensor(class_weights(records)) if config.balance_labels else None
-    batches = homogeneous_batches(records, [len(p) + len(a) for p, a in examples], config.batch_size)
+    batches = homogeneous_batches(records, [p for p, _ in examples], config.batch_size)
     n_steps = training_steps(len(records), config)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if projector is not None:

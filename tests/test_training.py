@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -108,3 +110,53 @@ def test_no_repeat_ngram_bans_only_repeated_generated_ngrams(tiny, n):
     assert len(set(_ngrams(ids, n))) == len(_ngrams(ids, n)) and len(ids) == 40
     assert ids[:first_repeat + n - 1] == free_ids[:first_repeat + n - 1]
     assert ids[first_repeat + n - 1] != free_ids[first_repeat + n - 1]
+
+
+@pytest.mark.parametrize("with_vectors", [False, True])
+def test_shared_prefix_loss_and_gradients_equal_full_rows(tiny, with_vectors):
+    """A batch's common prompt prefix runs once (KV cache repeated per row): the loss and every
+    LoRA/projector gradient equal those of recomputing each full row."""
+    from peft import LoraConfig, get_peft_model
+
+    from selfexplain.models import LoadedModel
+    from selfexplain.training import MIN_SHARED_PREFIX, answer_loss, make_projector, shared_prefix_length
+
+    torch.manual_seed(0)
+    model = get_peft_model(copy_of(tiny).model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                           init_lora_weights=False))  # non-zero B: real gradients
+    loaded = LoadedModel(model, tiny.tokenizer, "tiny", "test", tiny.placeholder_id)
+    stem = "What is the capital of France ? ( Paris , Rome , Berlin or unknown )"
+    tails = ["Patch <<vector>> Answer :", "Patch L0 - 4 at France <<vector>> Answer :", "Answer :"]
+    if not with_vectors:
+        tails = [t.replace(" <<vector>>", "") for t in tails]
+    prompts = [encode_query(loaded, f"{stem} {t}") for t in tails]
+    answers = [encode_query(loaded, a, add_special_tokens=False) + [tiny.tokenizer.eos_token_id]
+               for a in ("changes to Rome", "unchanged from Paris", "Berlin")]
+    n_shared = shared_prefix_length(prompts, loaded.placeholder_id)
+    common = os.path.commonprefix(prompts)
+    assert n_shared == (common.index(loaded.placeholder_id) if loaded.placeholder_id in common else len(common))
+    assert n_shared >= len(encode_query(loaded, stem)) >= MIN_SHARED_PREFIX
+    vectors = torch.randn(2, 24) if with_vectors else None
+    projector = make_projector(loaded, 24) if with_vectors else None
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    results = []
+    for share in (False, True):
+        model.zero_grad(set_to_none=True)
+        if projector is not None:
+            projector.zero_grad(set_to_none=True)
+        loss = answer_loss(loaded, prompts, answers, vectors, projector, weights, share_prefix=share)
+        loss.backward()
+        params = [p for p in model.parameters() if p.requires_grad] + (list(projector.parameters()) if projector else [])
+        results.append((loss.detach(), [p.grad.clone() for p in params]))
+    (full_loss, full_grads), (shared_loss, shared_grads) = results
+    assert torch.allclose(full_loss, shared_loss, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(full_grads, shared_grads))
+    assert any(g.abs().sum() > 0 for g in shared_grads)
+
+
+def test_shared_prefix_stops_at_the_vector_and_keeps_each_last_prompt_token():
+    from selfexplain.training import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 9, 4], [1, 2, 3, 9, 5]], stop_token=9) == 3
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]], stop_token=None) == 2
+    assert shared_prefix_length([[5, 2], [1, 2]], stop_token=None) == 0
