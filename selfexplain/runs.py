@@ -182,7 +182,9 @@ class Run:
             return self._trained[name]
         train_cfg = TrainConfig(lora_r=self.cfg.lora_r, lora_alpha=2 * self.cfg.lora_r,
                                 learning_rate=self.cfg.learning_rate, epochs=self.cfg.epochs,
-                                batch_size=self.cfg.batch_size, seed=self.cfg.seed)
+                                batch_size=self.cfg.batch_size, seed=self.cfg.seed,
+                                benchmark_repeats={b: get_benchmark(b).train_repeats.get(self.cfg.mode, 1)
+                                                   for b in truths})
         train = [r for records, _ in truths.values() for r in split(records, "train")]
         load: Callable[[], LoadedModel]
         if name == "self":
@@ -194,7 +196,7 @@ class Run:
             # adapt the top half only, so backprop stops half-way (faster).
             train_cfg.lora_layer_fraction = 0.5
         explainer = LoRAExplainer(name, load, train_cfg, self.dir / "adapters" / name, EXPLAINERS[name])
-        steps = training_steps(len(train), train_cfg)
+        steps = training_steps(train, train_cfg)
         tasks = "+".join(truths)
         with bar(f"training '{name}' on {len(train)} {tasks} records", steps) as advance:
             done = [0]

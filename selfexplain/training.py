@@ -14,7 +14,7 @@ import os
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -24,7 +24,7 @@ from torch import nn
 from . import faults
 from .atomic import write_json
 from .errors import TrainingError
-from .generation import encode_answer, encode_query
+from .generation import encode_answer, encode_query, length_batches
 from .interventions import inject_at_placeholder, left_pad
 from .models import LoadedModel, decoder_layers
 from .records import Record
@@ -47,6 +47,9 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     max_grad_norm: float = 1.0
     balance_labels: bool = True  # weight examples by inverse frequency of context['label']
+    # Passes over a benchmark's batches per epoch (default 1): a benchmark with few, costly
+    # records (rationales) gets more steps without repeating every other benchmark's.
+    benchmark_repeats: dict[str, int] = field(default_factory=dict)
     seed: int = 0
 
 
@@ -108,8 +111,7 @@ def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
                 weights: torch.Tensor | None = None, share_prefix: bool = True) -> torch.Tensor:
     """Cross-entropy on answer tokens only; logits computed just for the answer positions.
 
-    The batch's common prompt prefix (several questions about one item, a chat header) runs
-    once and its KV cache is repeated for every row; gradients flow back through it, so the
+    The batch's common prompt prefix (a chat header, a shared instruction) runs once and its KV cache is repeated for every row; gradients flow back through it, so the
     loss and its gradients equal those of the full rows. Each example's mean token loss is
     weighted by `weights` (class balancing).
     """
@@ -178,25 +180,28 @@ def class_weights(records: Sequence[Record]) -> list[float]:
     return weights
 
 
-def training_steps(n_records: int, config: TrainConfig) -> int:
-    """Optimizer steps for n_records (one batch per step, `epochs` passes)."""
-    return max(1, math.ceil(math.ceil(n_records / config.batch_size) * config.epochs))
+def training_steps(records: Sequence[Record], config: TrainConfig) -> int:
+    """Optimizer steps for `records` (one batch per step, `epochs` passes, repeats included)."""
+    return max(1, math.ceil(len(training_batches(records, config)) * config.epochs))
 
 
-def homogeneous_batches(records: Sequence[Record], prompts: Sequence[Sequence[int]],
-                        batch_size: int) -> list[list[int]]:
-    """Batches of records whose prompts sort together, never mixing records with and without an
-    injected vector (multitask training over several benchmarks' records).
+def training_batches(records: Sequence[Record], config: TrainConfig,
+                     lengths: Sequence[int] | None = None) -> list[list[int]]:
+    """One epoch's batches (index lists): each benchmark's, repeated `benchmark_repeats` times.
 
-    Sorting the token ids puts records that share a prompt prefix (the same question, the same
-    chat header) in one batch, where `answer_loss` runs that prefix once; neighbours also have
-    similar lengths, so little padding.
+    A batch holds one benchmark's records of similar length (little padding; `lengths` in
+    tokens, else query characters), never mixing records with and without an injected vector.
+    Batches are not grouped by shared prompt prefix: one item's records in one batch made the
+    `other` explainer learn far worse on patching (exact match 49.2 vs 64.5, same steps).
     """
+    sizes = lengths if lengths is not None else [len(r.query) for r in records]
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault((r.benchmark, r.vector is not None), []).append(i)
     batches = []
-    for has_vector in (False, True):
-        idx = sorted((i for i, r in enumerate(records) if (r.vector is not None) == has_vector),
-                     key=lambda i: list(prompts[i]))
-        batches += [idx[j:j + batch_size] for j in range(0, len(idx), batch_size)]
+    for (bench, _), idx in sorted(groups.items()):
+        chunks = [[idx[j] for j in b] for b in length_batches([sizes[i] for i in idx], config.batch_size)]
+        batches += chunks * max(1, config.benchmark_repeats.get(bench, 1))
     return batches
 
 
@@ -234,8 +239,8 @@ def train_explainer(
 
     examples = _examples(trained, records)
     weights = torch.tensor(class_weights(records)) if config.balance_labels else None
-    batches = homogeneous_batches(records, [p for p, _ in examples], config.batch_size)
-    n_steps = training_steps(len(records), config)
+    batches = training_batches(records, config, [len(p) + len(a) for p, a in examples])
+    n_steps = max(1, math.ceil(len(batches) * config.epochs))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if projector is not None:
         params += [p for p in projector.parameters() if p.requires_grad]

@@ -160,3 +160,18 @@ def test_shared_prefix_stops_at_the_vector_and_keeps_each_last_prompt_token():
     assert shared_prefix_length([[1, 2, 3, 9, 4], [1, 2, 3, 9, 5]], stop_token=9) == 3
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]], stop_token=None) == 2
     assert shared_prefix_length([[5, 2], [1, 2]], stop_token=None) == 0
+
+
+def test_training_batches_by_benchmark_and_length_repeated_per_benchmark():
+    from selfexplain.training import training_batches, training_steps
+
+    prov = Provenance("tiny", "test", {}, 0)
+    queries = ["Q2 bb", "Q1 a", "Q2 aaaa", "Q1 b", "Q1 cccccc", "Q2 c"]
+    records = [Record(f"p{i}", "patching", "train", str(i), q, "x", prov, {}, torch.ones(2))
+               for i, q in enumerate(queries)]
+    records += [Record(f"r{i}", "rationales", "train", str(i), q, "y", prov, {}) for i, q in enumerate(queries[:4])]
+    cfg = TrainConfig(batch_size=3, epochs=2, benchmark_repeats={"rationales": 3})
+    batches = training_batches(records, cfg)
+    assert [[records[i].id for i in b] for b in batches] == (
+        [["p1", "p3", "p5"], ["p0", "p2", "p4"]] + [["r1", "r3", "r0"], ["r2"]] * 3)
+    assert training_steps(records, cfg) == 2 * len(batches) == 16

@@ -56,6 +56,8 @@ class Benchmark(ABC):
     reference_explainers: frozenset[str] = frozenset()
     # How generating explainers write this benchmark's answers (length, repeats).
     decoding: Decoding = Decoding()
+    # Passes over this benchmark's training batches per epoch, by mode (default 1).
+    train_repeats: dict[str, int] = {}
 
     @abstractmethod
     def build_records(self, subject: LoadedModel, config: RunConfig, progress=None) -> GroundTruth:
