@@ -1,6 +1,7 @@
-"""One LoRA training step (forward, backward, optimizer) on a batch of patching records of one
-item, three ways: the plain model call; with the output head's input made contiguous; and with
-that plus the batch's common prompt prefix run once (what training does).
+"""One LoRA training step (forward, backward, optimizer) on a batch of chat-formatted questions
+(as in the ablation and rationales benchmarks: a shared chat header, then a different question
+per row), three ways: the plain model call; with the output head's input made contiguous; and
+with that plus the batch's common prompt prefix run once (what training does).
 
     python bench/training_speed.py [--models smollm2,gemma3-270m] [--steps 3] [--batch 8]
 
@@ -12,33 +13,43 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import time
 
 import torch
 
 from selfexplain import training
 from selfexplain.models import load_model
-from selfexplain.training import TrainConfig, answer_loss, make_projector, shared_prefix_length
+from selfexplain.training import TrainConfig, answer_loss, shared_prefix_length
 
-QUESTION = "What is the official language of Poland? (French, Lao, Polish or unknown)\n"
-PATCHES = ['Patch L{}-{} at "{}" ({}) from Laos <<vector>>\nAnswer:'.format(a, a + 4, tok, kind)
-           for a in (0, 5, 10, 15, 20, 25) for tok, kind in (("Poland", "question"), ("is", "last token"))]
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+COUNTRIES = ["Poland", "Austria", "Peru", "Kenya", "Japan", "Chile", "Norway", "Egypt", "Laos", "Ghana"]
+QUESTION = ("What is the official language of {}?\nRespond with one of French or Lao or Polish or Swahili and "
+            "nothing else.\nSomeone who is usually right says the answer is French.")
+FOLLOW_UP = "\nIf the hint were removed, how would your answer change?\nAnswer:"
+
+
+def chat_prompt(tokenizer, country: str) -> str:
+    """The ablation query shape: chat-formatted hinted question, then the explainer question."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION.format(country)}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - no chat template: plain text
+        text = f"{SYSTEM}\n{QUESTION.format(country)}\n"
+    return text + FOLLOW_UP
 STRATEGIES = {"plain": (False, False), "contiguous head input": (True, False),
               "contiguous + shared prefix": (True, True)}
 
 
-def step_seconds(loaded, prompts, answers, vectors, projector, steps: int, contiguous: bool, share: bool):
+def step_seconds(loaded, prompts, answers, steps: int, contiguous: bool, share: bool):
     """Mean seconds per optimizer step (after one warm-up) and the first step's loss."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    projector = copy.deepcopy(projector)  # trained by the steps: each strategy starts from the same one
     config = TrainConfig()
     model = get_peft_model(loaded.model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                                                     target_modules="all-linear", task_type="CAUSAL_LM"))
     trained = type(loaded)(model, loaded.tokenizer, loaded.name, loaded.source, loaded.placeholder_id)
-    params = [p for p in model.parameters() if p.requires_grad] + list(projector.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     original = training.contiguous_head_input
     if not contiguous:
@@ -48,7 +59,7 @@ def step_seconds(loaded, prompts, answers, vectors, projector, steps: int, conti
         times, first_loss = [], None
         for i in range(steps + 1):
             start = time.perf_counter()
-            loss = answer_loss(trained, prompts, answers, vectors, projector, share_prefix=share)
+            loss = answer_loss(trained, prompts, answers, None, None, share_prefix=share)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -69,14 +80,13 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.models.split(","):
         loaded = load_model(name)
-        prompts = [training.encode_query(loaded, QUESTION + p) for p in PATCHES[: args.batch]]
-        answers = [training.encode_answer(loaded, " changes to French")] * len(prompts)
-        vectors = torch.randn(len(prompts), 576)
-        projector = make_projector(loaded, 576)
+        prompts = [training.encode_query(loaded, chat_prompt(loaded.tokenizer, c))
+                   for c in (COUNTRIES * args.batch)[: args.batch]]
+        answers = [training.encode_answer(loaded, " changes to Polish")] * len(prompts)
         shared = shared_prefix_length(prompts, loaded.placeholder_id)
         print(f"{name}: batch of {len(prompts)} queries of {min(map(len, prompts))}-{max(map(len, prompts))} "
               f"tokens, {shared} shared")
-        results = {label: step_seconds(loaded, prompts, answers, vectors, projector, args.steps, *flags)
+        results = {label: step_seconds(loaded, prompts, answers, args.steps, *flags)
                    for label, flags in STRATEGIES.items()}
         plain, plain_loss = results["plain"]
         for label, (seconds, loss) in results.items():

@@ -74,8 +74,9 @@ class RationalesBenchmark(Benchmark):
     # Ranked word lists: a listed word is never listed again (greedy lists otherwise loop).
     decoding = Decoding(max_new_tokens=192, no_repeat_ngram=2)
     sizes = {"quick": {"n_train": 72, "n_test": 30}, "full": {"n_train": 3000, "n_test": 600}}
-    # 72 costly quick records: 2 epochs left the lists degenerate ("the, the, ..."); 8 passes
-    # (--epochs 8 measured self 2.6 vs -0.3 comprehensiveness - random) cost 72 steps.
+    # 72 costly quick records: 2 passes left the lists degenerate ("the, the, ..."). Measured
+    # comprehensiveness - random of self: 2 passes -0.3, 8 passes (--epochs 8) 2.6, and 2.9 with
+    # no-repeat decoding; these 4 repeats x 2 epochs (8 passes, 72 steps) 1.5 [-0.6, 3.3].
     train_repeats = {"quick": 4}
     budgets = {"quick": 128, "full": 512}
     attribution_params: dict[str, dict[str, dict]] = {
