@@ -111,9 +111,10 @@ def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
                 weights: torch.Tensor | None = None, share_prefix: bool = True) -> torch.Tensor:
     """Cross-entropy on answer tokens only; logits computed just for the answer positions.
 
-    The batch's common prompt prefix (a chat header, a shared instruction) runs once and its KV cache is repeated for every row; gradients flow back through it, so the
-    loss and its gradients equal those of the full rows. Each example's mean token loss is
-    weighted by `weights` (class balancing).
+    The batch's common prompt prefix (a chat header, a shared instruction) runs once and its
+    KV cache is repeated for every row; gradients flow back through it, so the loss and its
+    gradients equal those of the full rows. Each example's mean token loss is weighted by
+    `weights` (class balancing).
     """
     n_shared = shared_prefix_length(prompts, loaded.placeholder_id) if share_prefix and len(prompts) > 1 else 0
     if n_shared < MIN_SHARED_PREFIX:
