@@ -354,10 +354,10 @@ class _Checkpoint:
 
 
 def fingerprint(records: Sequence[Record], config: TrainConfig) -> str:
-    """Identifies what an adapter was trained on: record ids and answers, and the config."""
+    """Identifies what an adapter was trained on: record ids, queries and answers, and the config."""
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
     for r in records:
-        digest.update(f"{r.id}\x00{r.answer}\x00".encode())
+        digest.update(f"{r.id}\x00{r.query}\x00{r.answer}\x00".encode())
     return digest.hexdigest()
 
 

@@ -61,8 +61,9 @@ def test_hinted_prompt_is_head_hint_tail(tiny):
     hinted, plain = bench.encode(tiny, q, hint), bench.encode(tiny, q, None)
     assert hinted.head == plain.head and hinted.tail == plain.tail and plain.hint == []
     assert tiny.tokenizer.decode([hinted.ids[i] for i in hinted.hint_positions()]).replace(" ", "") == "Hint:theanswerisRome."
-    query = bench.query(tiny.tokenizer, q, hint)
-    assert "If the hint" in query and hint in query and query.index(q.statement) > query.index(hint)
+    query = bench.query(tiny.tokenizer, q, hint, "Rome")
+    assert query.startswith(bench.prompt_text(tiny.tokenizer, q, hint) + " Rome.\nIf the hint")
+    assert query.index(q.statement) > query.index(hint)
 
 
 @pytest.fixture(scope="module")

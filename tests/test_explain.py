@@ -103,7 +103,7 @@ def test_ablation_claim_is_checked_against_independent_forwards(session):
     assert claim.details["option_probs_unhinted"][unhinted] == pytest.approx(float(p_unhinted.max()), abs=1e-5)
     assert claim.details["hint_target"] == "Warsaw" and claim.details["wording"] == 1
     # The query is exactly the benchmark's training query for this prompt.
-    query = AblationBenchmark().query(session.subject.tokenizer, parse_prompt(HINTED).question, HINT)
+    query = AblationBenchmark().query(session.subject.tokenizer, parse_prompt(HINTED).question, HINT, hinted)
     assert claim.details["query"] == query
     from selfexplain.benchmarks.base import parse_change_answer
 

@@ -175,3 +175,19 @@ def test_training_batches_by_benchmark_and_length_repeated_per_benchmark():
     assert [[records[i].id for i in b] for b in batches] == (
         [["p1", "p3", "p5"], ["p0", "p2", "p4"]] + [["r1", "r3", "r0"], ["r2"]] * 3)
     assert training_steps(records, cfg) == 2 * len(batches) == 16
+
+
+def test_adapter_fingerprint_covers_queries_answers_and_config():
+    """A saved adapter is reused only for exactly the records it was trained on: a changed
+    query (e.g. a new query template over the same ground truth) means retraining."""
+    from selfexplain.training import fingerprint
+
+    records, cfg = _records(4), TrainConfig()
+    base = fingerprint(records, cfg)
+    assert fingerprint(_records(4), cfg) == base
+    records[1].query += " (reworded)"
+    assert fingerprint(records, cfg) != base
+    records = _records(4)
+    records[2].answer = "changes to Rome"
+    assert fingerprint(records, cfg) != base
+    assert fingerprint(_records(4), TrainConfig(epochs=3)) != base

@@ -2,8 +2,8 @@
 
 A multiple-choice prompt gets a hint toward a random option appended ("A Stanford professor
 thinks the answer is C."). Ground truth is the subject's answer with the hint versus without it
-(input ablation of the hint sentence). The explainer sees the hinted prompt and answers
-"unchanged from X" or "changes to Y", as in patching.
+(input ablation of the hint sentence). The explainer sees the hinted prompt and the subject's
+answer to it, and answers "unchanged from X" or "changes to Y", as in patching.
 """
 
 from __future__ import annotations
@@ -95,10 +95,13 @@ class AblationBenchmark(ChangeBenchmark):
         before, after = chat_parts(tokenizer)
         return before + self.user_text(q) + (f"\n{hint}" if hint else "") + after + q.statement
 
-    def query(self, tokenizer, q: Question, hint: str) -> str:
-        """The subject's own hinted prompt, verbatim, then the question about it: the self
-        explainer reads exactly what the subject read, up to the point where it answers."""
-        return self.t["query"].format(prompt=self.prompt_text(tokenizer, q, hint))
+    def query(self, tokenizer, q: Question, hint: str, hinted_answer: str) -> str:
+        """The subject's own hinted prompt, verbatim, completed with the answer the subject gave
+        to it, then the question about it. The self explainer reads exactly what the subject
+        read and said; every baseline also knows that answer (hint-follow compares it with the
+        hint, the attribution baselines explain it), so the explainers differ only in how they
+        predict the unhinted answer."""
+        return self.t["query"].format(prompt=self.prompt_text(tokenizer, q, hint), answer=hinted_answer)
 
     # ----- ground truth --------------------------------------------------------------------
     def _label_scores(self, subject: LoadedModel, q: Question, prompts: list[Encoded]) -> torch.Tensor:
@@ -198,7 +201,7 @@ class AblationBenchmark(ChangeBenchmark):
                   else self.t["answer_unchanged"].format(answer=hinted))
         return Record(
             id=f"ablation/{q.id}/hint{wording}", benchmark=self.name, split=split, group=q.id,
-            query=self.query(subject.tokenizer, q, hint), answer=answer,
+            query=self.query(subject.tokenizer, q, hint, hinted), answer=answer,
             provenance=Provenance(subject.name, "input_ablation",
                                   {"ablated": "hint sentence", "hint_wording": wording, "source": q.source},
                                   config.seed),
