@@ -52,6 +52,9 @@ def test_records_have_provenance_and_vectors(ground_truth):
     assert r.provenance.subject == "tiny"
     assert r.vector is not None and r.vector.shape == (subject.hidden_size,)
     assert r.query.count("<<vector>>") == 1
+    # The query states the subject's own unpatched answers, as every baseline knows them.
+    assert (f"Your answer: {r.context['clean_answer']}. About {r.context['cf_entity']}: "
+            f"{r.context['cf_clean_answer']}.\nPatch L") in r.query
     assert r.answer == (f"changes to {r.context['patched_answer']}" if r.context["changed"]
                         else f"unchanged from {r.context['clean_answer']}")
 

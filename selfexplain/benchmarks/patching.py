@@ -237,7 +237,8 @@ class PatchingBenchmark(ChangeBenchmark):
         query = self.t["query"].format(
             question=item.base.question, options=", ".join(item.options) + " or " + self.t["unknown"],
             first_layer=block[0], last_layer=block[1], token=base.tokens[kind],
-            token_type=self.t["token_types"][kind], cf_entity=item.cf.entity)
+            token_type=self.t["token_types"][kind], cf_entity=item.cf.entity, clean_answer=clean,
+            cf_answer=cf_clean)
         rid = f"patching/{item.base.relation}/{item.base.entity}/{item.cf.entity}/L{block[0]}-{block[1]}/{kind}"
         return Record(
             id=rid, benchmark=self.name, split=item.split, group=item.base.entity, query=query, answer=answer,
