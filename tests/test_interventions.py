@@ -34,35 +34,38 @@ def test_self_patch_changes_nothing(tiny):
 
 
 def test_patching_everything_from_b_reproduces_b(tiny):
+    model = tiny.model.double()  # float64, so "reproduces" is not blurred by float32 BLAS rounding
     a = _ids(tiny.tokenizer, "What is the capital of France ?")
     b = _ids(tiny.tokenizer, "What is the capital of Japan ?")
     layers = list(range(tiny.num_layers))
-    with record_residual(tiny.model, layers) as resid, torch.no_grad():
-        logits_b = tiny.model(input_ids=b).logits
+    with record_residual(model, layers) as resid, torch.no_grad():
+        logits_b = model(input_ids=b).logits
     patches = [Patch(0, l, p, resid[l][0, p]) for l in layers for p in range(a.shape[1])]
-    with patch_residual(tiny.model, patches):
-        patched = _logits(tiny.model, a)
-    assert not torch.allclose(_logits(tiny.model, a), logits_b)
-    torch.testing.assert_close(patched, logits_b, rtol=0, atol=1e-5)
+    with patch_residual(model, patches):
+        patched = _logits(model, a)
+    assert not torch.allclose(_logits(model, a), logits_b)
+    torch.testing.assert_close(patched, logits_b, rtol=0, atol=1e-10)
 
 
 def test_batched_patches_equal_one_at_a_time(tiny):
+    # float64: float32 BLAS kernels differ in the last bits across batch shapes (measured up to
+    # 1.0e-5 on logits of ~2.4, depending on the random weights), which would blur "exactly".
+    model = tiny.model.double()  # the fixture is per-test, so converting in place is safe
     a = _ids(tiny.tokenizer, "What is the capital of France ?")
     b = _ids(tiny.tokenizer, "What is the capital of Japan ?")
-    with record_residual(tiny.model, range(tiny.num_layers)) as resid, torch.no_grad():
-        tiny.model(input_ids=b)
+    with record_residual(model, range(tiny.num_layers)) as resid, torch.no_grad():
+        model(input_ids=b)
     cells = [(l, p) for l in range(tiny.num_layers) for p in range(a.shape[1])]
     singles = []
     for l, p in cells:
-        with patch_residual(tiny.model, [Patch(0, l, p, resid[l][0, p])]):
-            singles.append(_logits(tiny.model, a)[0, -1])
+        with patch_residual(model, [Patch(0, l, p, resid[l][0, p])]):
+            singles.append(_logits(model, a)[0, -1])
     batch = a.repeat(len(cells), 1)
-    with patch_residual(tiny.model, [Patch(i, l, p, resid[l][0, p]) for i, (l, p) in enumerate(cells)]):
-        batched = _logits(tiny.model, batch)[:, -1]
-    # BLAS kernels may differ in the last bits across batch shapes (measured up to ~3e-6).
-    torch.testing.assert_close(batched, torch.stack(singles), rtol=0, atol=1e-5)
+    with patch_residual(model, [Patch(i, l, p, resid[l][0, p]) for i, (l, p) in enumerate(cells)]):
+        batched = _logits(model, batch)[:, -1]
+    torch.testing.assert_close(batched, torch.stack(singles), rtol=0, atol=1e-10)
     assert torch.equal(batched.argmax(-1), torch.stack(singles).argmax(-1))
-    clean = _logits(tiny.model, a)[0, -1]
+    clean = _logits(model, a)[0, -1]
     changed = {(l, p) for (l, p), s in zip(cells, singles) if not torch.equal(s, clean)}
     # Known by construction: the prompts differ only at position 5 ("France"/"Japan"), so only
     # patches at 5 (below the last layer, which nothing downstream reads) and at 6 matter.
