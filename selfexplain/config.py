@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .errors import ConfigError
 
+ANSWER_MODES = ("ranked", "generated")
+
 
 @dataclass
 class RunConfig:
@@ -37,6 +39,9 @@ class RunConfig:
                                                        "items to fit their threshold (0: all)"})
     budget_tokens: int = field(default=0, metadata={"help": "rationales: document token budget per input (0: the "
                                                      "mode's default, quick 128, full 512)"})
+    answers: str = field(default="ranked", metadata={"help": "how generating explainers answer where the benchmark "
+                                                     "has a closed answer set (patching, ablation): ranked (the "
+                                                     "likeliest candidate) or generated (free greedy decoding)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow models with custom code"})
 
     # Sizes are per benchmark (Benchmark.sizes) unless given; these are the fallbacks.
@@ -55,6 +60,8 @@ class RunConfig:
             raise ConfigError("n_train must be >= 8 and n_test >= 4")
         if cfg.budget_tokens and cfg.budget_tokens < 32:
             raise ConfigError("budget_tokens must be >= 32 (or 0 for the mode's default)")
+        if cfg.answers not in ANSWER_MODES:
+            raise ConfigError(f"answers must be one of {', '.join(ANSWER_MODES)}, not '{cfg.answers}'")
         if not 0 < cfg.learning_rate < 1:
             raise ConfigError("learning_rate must be in (0, 1)")
         return cfg

@@ -27,6 +27,7 @@ from .benchmarks.patching import TOKEN_TYPES, layer_blocks
 from .config import RunConfig
 from .errors import ConfigError, DataError
 from .facts import Fact, embedded_facts
+from .generation import Decoding
 from .models import LoadedModel
 from .prompts import load_templates
 from .questions import LETTERS, Question
@@ -334,10 +335,16 @@ class Session:
                 _quiet_transformers():
             self.subject = load_model(self.config.subject, trust_remote_code=self.config.trust_remote_code)
             loaded, projector = load_adapter(copy_of(self.subject), self.adapter_dir)
-        explainer = LoRAExplainer("self", lambda: loaded, TrainConfig(), self.adapter_dir, EXPLAINERS["self"])
+        explainer = LoRAExplainer("self", lambda: loaded, TrainConfig(), self.adapter_dir, EXPLAINERS["self"],
+                                  decoding=Decoding(candidates=self.candidates))
         explainer.loaded, explainer.projector = loaded, projector  # trained: explain() without fit()
         self.explainer = explainer
         return self
+
+    def candidates(self, record: Record) -> list[str] | None:
+        """A check's closed answer set, as the run's benchmarks answer (its `answers` mode)."""
+        decoding = self.benchmark(record.benchmark).decoding_for(self.config.answers)
+        return decoding.candidates(record) if decoding.candidates else None
 
     def explain(self, prompt: str, statement: str | None = None, patches: Sequence[PatchSpec] = ()) -> Explained:
         if self.subject is None:

@@ -57,7 +57,7 @@ NOT_IDENTITY = ("explainers",)
 # Config fields a benchmark's ground truth does not depend on: a run whose other fields equal an
 # earlier run's (say, only --epochs differs) copies that run's ground truth instead of recomputing it.
 NOT_GROUND_TRUTH = NOT_IDENTITY + ("benchmarks", "other", "epochs", "learning_rate", "lora_r", "batch_size",
-                                   "n_attribution")
+                                   "n_attribution", "answers")
 
 
 def ground_truth_identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +217,7 @@ class Run:
         if name in ("zero-shot", "4-shot"):
             k = 0 if name == "zero-shot" else 4
             return PromptedExplainer(self.subject, k, bench.instruction(), self.cfg.seed, bench.example_key,
-                                     decoding=bench.decoding)
+                                     decoding=bench.decoding_for(self.cfg.answers))
         if name == "nearest-neighbour":
             return NearestNeighbour()
         baselines = bench.baselines(self.baseline_env())
@@ -297,7 +297,7 @@ class Run:
             return [by_id[i] for i in saved], list(saved.values()), done[1]
         explainer = self.make_explainer(name, bench, truths)
         if isinstance(explainer, LoRAExplainer):
-            explainer.decoding = bench.decoding  # one multitask adapter, per-benchmark answers
+            explainer.decoding = bench.decoding_for(self.cfg.answers)  # one multitask adapter, per-benchmark answers
         else:
             explainer.fit(train)
         items = self.test_items(explainer, test)

@@ -243,3 +243,26 @@ def test_interactive_loop(run_dir):
     run_cli(None, str(run_dir), as_json=True, stdin=stdin, stdout=stdout)
     lines = [json.loads(line) for line in stdout.getvalue().splitlines()]
     assert [d["hint"] for d in lines] == [HINT, HINT.replace("Warsaw.", "Lima.")]  # the bad line is skipped
+
+
+def test_live_claims_are_picked_from_each_checks_answer_set(session):
+    """The live self explainer answers as the run's benchmarks do (ranked: a candidate of the
+    check's closed answer set), so even an untrained adapter makes checkable claims."""
+    seen = []
+    real_explain = session.explainer.explain
+
+    def spy(records):
+        seen.extend(records)
+        return real_explain(records)
+
+    session.explainer.explain = spy
+    try:
+        result = session.explain(HINTED.replace("Paris or Lima", "Paris or Lima or unknown"),
+                                 patches=[PatchSpec((3, 3), "last", "Poland")])
+    finally:
+        del session.explainer.explain
+    checked = [c for c in result.claims if c.status != "not available"]
+    assert [c.task for c in checked] == [r.benchmark for r in seen] == ["ablation", "patching"]
+    for claim, record in zip(checked, seen):
+        assert claim.status in ("confirmed", "refuted")
+        assert claim.claim in session.candidates(record)

@@ -53,6 +53,7 @@ class AblationBenchmark(ChangeBenchmark):
     description = "predict whether removing a hint from a multiple-choice prompt changes the subject's answer"
     primary_metric = "exact_match"
     after_key = "unhinted_answer"
+    before_key = "hinted_answer"  # the query states it; the intervention removes the hint
     sources = ("facts", "mmlu")
     sizes = {"quick": {"n_train": 1000, "n_test": 300}, "full": {"n_train": 10000, "n_test": 2000}}
 
@@ -255,6 +256,9 @@ class AblationBenchmark(ChangeBenchmark):
     # ----- explainers ----------------------------------------------------------------------
     def instruction(self) -> str:
         return self.t["instruction"]
+
+    def options(self, record: Record) -> list[str]:
+        return list(record.context["labels"])
 
     def predicted(self, record: Record, changed: bool) -> str:
         """A change prediction as an answer: back to the subject's runner-up option, or unchanged."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -74,6 +74,18 @@ class Benchmark(ABC):
     def instruction(self) -> str:
         """Instruction that precedes prompted (zero/few-shot) queries."""
         return ""
+
+    def candidates(self, record: Record) -> list[str] | None:
+        """The closed set of answers `record` admits, or None where answers are open (free text)."""
+        return None
+
+    def decoding_for(self, answers: str) -> Decoding:
+        """How generating explainers answer this benchmark under the run's `--answers` mode:
+        'ranked' picks the likeliest candidate where the benchmark has a closed answer set,
+        'generated' decodes freely (greedy) and parses."""
+        if answers == "ranked":
+            return replace(self.decoding, candidates=self.candidates)
+        return self.decoding
 
     def example_key(self, record: Record) -> str:
         """Answer kind used to balance few-shot examples."""
@@ -144,6 +156,19 @@ class ChangeBenchmark(Benchmark):
     """
 
     after_key: str = "answer_after"
+    before_key: str = "answer_before"  # the subject's answer without the intervention
+    # Subclasses hold templates `t` with "answer_unchanged" and "answer_changed" ({answer}).
+    t: dict[str, Any]
+
+    def options(self, record: Record) -> list[str]:
+        """Every answer the subject could change to (the record's options)."""
+        raise NotImplementedError
+
+    def candidates(self, record: Record) -> list[str]:
+        """"unchanged from <answer before>", and "changes to <o>" for every other option."""
+        before = record.context[self.before_key]
+        return [self.t["answer_unchanged"].format(answer=before)] + [
+            self.t["answer_changed"].format(answer=o) for o in self.options(record) if o != before]
 
     def score(self, records: Sequence[Record], explanations: Sequence[Explanation]) -> dict[str, list]:
         out: dict[str, list] = {"exact_match": [], "changed_pred": [], "changed_true": [], "content_match": [],

@@ -58,6 +58,7 @@ class PatchingBenchmark(ChangeBenchmark):
     description = "predict the subject's answer after activation patching (layer block x token)"
     primary_metric = "exact_match"
     after_key = "patched_answer"
+    before_key = "clean_answer"
     sources = ("facts", "counterfact", "lre")
 
     def __init__(self, n_blocks: int = 6, test_fraction: float = 0.3, option_answers_only: bool = True):
@@ -255,6 +256,11 @@ class PatchingBenchmark(ChangeBenchmark):
 
     def instruction(self) -> str:
         return self.t["instruction"]
+
+    def options(self, record: Record) -> list[str]:
+        """The record's options and "unknown" (both are answers the query lists). A patched answer
+        outside them (some other token) is no candidate: no explainer can name it then."""
+        return list(record.context["options"]) + [self.t["unknown"]]
 
     @torch.no_grad()
     def live_record(self, subject: LoadedModel, config: RunConfig, base: Fact, cf: Fact, options: Sequence[str],

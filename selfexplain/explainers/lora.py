@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..generation import Decoding, encode_query, greedy_generate
+from ..generation import Decoding, encode_query, pick_answers
 from ..models import LoadedModel
 from ..records import Record
 from ..training import Projector, TrainConfig, load_trained, train_explainer
@@ -46,12 +46,11 @@ class LoRAExplainer(Explainer):
             raise RuntimeError(f"explainer '{self.name}' must be fitted before explain()")
         prompts = [encode_query(self.loaded, q.query) for q in queries]
         with Stopwatch() as sw:
-            texts = greedy_generate(self.loaded, prompts, [q.vector for q in queries], self.projector,
-                                    max_new_tokens=self.decoding.max_new_tokens,
-                                    no_repeat_ngram=self.decoding.no_repeat_ngram)
+            # An answer ends where training taught it to: EOS.
+            answers = pick_answers(self.loaded, prompts, queries, self.decoding, [self.loaded.tokenizer.eos_token_id],
+                                   [q.vector for q in queries], self.projector)
         per = sw.per_item(len(queries))
-        return [Explanation(t, forward_passes=1 + len(self.loaded.tokenizer(t)["input_ids"]), seconds=per)
-                for t in texts]
+        return [Explanation(text, forward_passes=passes, seconds=per) for text, passes in answers]
 
 
 def copy_of(loaded: LoadedModel) -> LoadedModel:

@@ -7,11 +7,13 @@ from typing import Sequence
 
 import torch
 
-from ..generation import Decoding, encode_query, greedy_generate
+from ..generation import Decoding, encode_query, pick_answers
 from ..models import LoadedModel
 from ..records import Record
 from ..training import make_projector
 from .base import Explainer, Explanation, Stopwatch
+
+EXAMPLE_SEPARATOR = "\n\n"  # after the instruction and after each solved example's answer
 
 
 class PromptedExplainer(Explainer):
@@ -50,8 +52,8 @@ class PromptedExplainer(Explainer):
 
     def prefix(self) -> str:
         """Instruction and solved examples: identical for every query, so run once (KV cache)."""
-        shots = "".join(f"{ex.query} {ex.answer}\n\n" for ex in self.examples)
-        return f"{self.instruction}\n\n{shots}"
+        shots = "".join(f"{ex.query} {ex.answer}{EXAMPLE_SEPARATOR}" for ex in self.examples)
+        return f"{self.instruction}{EXAMPLE_SEPARATOR}{shots}"
 
     def explain(self, queries: Sequence[Record]) -> list[Explanation]:
         projector, vectors, prefix_vectors = None, None, None
@@ -63,9 +65,10 @@ class PromptedExplainer(Explainer):
         prefix = encode_query(self.subject, self.prefix())
         prompts = [encode_query(self.subject, q.query, add_special_tokens=False) for q in queries]
         with Stopwatch() as sw:
-            texts = greedy_generate(self.subject, prompts, vectors, projector, max_new_tokens=self.decoding.max_new_tokens,
-                                    no_repeat_ngram=self.decoding.no_repeat_ngram, prefix=prefix, prefix_vectors=prefix_vectors)
+            # An answer ends as the solved examples' answers do: with the blank line between examples.
+            end = self.subject.tokenizer(EXAMPLE_SEPARATOR, add_special_tokens=False)["input_ids"]
+            answers = pick_answers(self.subject, prompts, queries, self.decoding, end, vectors, projector,
+                                   prefix=prefix, prefix_vectors=prefix_vectors)
         per = sw.per_item(len(queries))
         # Cost counts the full prompt (prefix included), as a user without a cache would pay.
-        return [Explanation(t, forward_passes=1 + len(self.subject.tokenizer(t)["input_ids"]), seconds=per)
-                for t in texts]
+        return [Explanation(text, forward_passes=passes, seconds=per) for text, passes in answers]
