@@ -154,6 +154,36 @@ def test_shared_prefix_loss_and_gradients_equal_full_rows(tiny, with_vectors):
     assert any(g.abs().sum() > 0 for g in shared_grads)
 
 
+def test_answer_loss_equals_each_rows_own_answer_cross_entropy(tiny):
+    """The batched loss (left padding, kept positions only, answers of different lengths)
+    equals the weighted mean over rows of each unpadded row's mean cross-entropy on its own
+    answer tokens, computed from full logits."""
+    from peft import LoraConfig, get_peft_model
+
+    from selfexplain.models import LoadedModel
+    from selfexplain.training import answer_loss
+
+    torch.manual_seed(0)
+    model = get_peft_model(copy_of(tiny).model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                           init_lora_weights=False))
+    loaded = LoadedModel(model, tiny.tokenizer, "tiny", "test", tiny.placeholder_id)
+    prompts = [encode_query(loaded, q) for q in ("What is the capital of France ? Answer :", "Rome ?",
+                                                 "Patch L0 - 4 at France ( Paris , Rome ) Answer :")]
+    answers = [encode_query(loaded, a, add_special_tokens=False) + [tiny.tokenizer.eos_token_id]
+               for a in ("changes to Rome", "Berlin", "unchanged from Paris , Rome")]
+    assert len({len(a) for a in answers}) == 3 and len({len(p) for p in prompts}) == 3
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    model.train()
+    batched = answer_loss(loaded, prompts, answers, None, None, weights)
+    expected = []
+    for p, a in zip(prompts, answers):
+        logits = model(input_ids=torch.tensor([p + a])).logits[0].float()
+        expected.append(torch.nn.functional.cross_entropy(logits[len(p) - 1:-1], torch.tensor(a)))
+    reference = (torch.stack(expected) * weights).sum() / weights.sum()
+    assert torch.allclose(batched, reference, atol=1e-5)
+    assert not torch.allclose(batched, torch.stack(expected).mean(), atol=1e-4)  # the weights matter
+
+
 def test_shared_prefix_stops_at_the_vector_and_keeps_each_last_prompt_token():
     from selfexplain.training import shared_prefix_length
 
