@@ -1,7 +1,10 @@
 """Replace the README's results section with runs' results, rendered by selfexplain's own
 report code from each run's results.json (never hand-edited).
 
-    python scripts/update_readme_results.py RUN_DIR [RUN_DIR ...] [--readme README.md]
+    python scripts/update_readme_results.py RUN_DIR [RUN_DIR ...] [--readme README.md] [--update]
+
+--update replaces only the runs whose section title (benchmarks and non-default options) is
+already there, and appends new ones, keeping the other runs' sections as they are.
 """
 
 from __future__ import annotations
@@ -37,13 +40,27 @@ def render(run_dir: Path) -> str:
     return text.replace("# selfexplain results", title, 1).replace("\n## ", "\n#### ").replace("\n### ", "\n##### ")
 
 
+def merge(current: str, new: list[str]) -> list[str]:
+    """The current block's run sections with each new one in place of the section of the same
+    title (new titles appended)."""
+    old = [s.strip() for s in re.split(r"(?m)^(?=### Quick run: )", current) if s.strip()]
+    title = lambda section: section.splitlines()[0]  # noqa: E731
+    replacing = {title(s): s for s in new}
+    merged = [replacing.pop(title(s), s) for s in old]
+    return merged + [s for s in new if title(s) in replacing]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--update", action="store_true", help="keep the sections of runs not given")
     args = parser.parse_args()
-    generated = "\n\n".join(render(d).strip() for d in args.run_dirs)
     text = args.readme.read_text(encoding="utf-8")
+    sections = [render(d).strip() for d in args.run_dirs]
+    if args.update and START in text:
+        sections = merge(text.split(START, 1)[1].split(END, 1)[0], sections)
+    generated = "\n\n".join(sections)
     block = f"{START}\n{generated}\n{END}"
     if START in text:
         text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
