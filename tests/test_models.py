@@ -64,3 +64,39 @@ def test_cli_bad_config_exits_nonzero(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "selfexplain.cli", "run", "--benchmarks", "nope",
                            "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown benchmark 'nope'" in proc.stderr
+
+
+def test_bf16_linear_storage_is_bit_identical_under_autocast(tokenizer):
+    """Weights stored as the bf16 copies autocast would make: same logits, fp32 embeddings."""
+    import torch
+
+    from conftest import make_model
+    from selfexplain.models import store_linears_in_bf16
+
+    model = make_model(len(tokenizer))
+    ids = torch.tensor([[5, 9, 17, 3, 22, 40]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(input_ids=ids).logits
+    embeddings = model.get_input_embeddings().weight.detach().clone()
+    assert store_linears_in_bf16(model) == 4 * 7 + 1  # q, k, v, o, gate, up, down per layer; the head
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        after = model(input_ids=ids).logits
+    assert torch.equal(before, after)
+    assert model.get_output_embeddings().weight.dtype == torch.bfloat16
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+    assert torch.equal(model.get_input_embeddings().weight, embeddings)  # untied, not rounded
+
+
+def test_load_model_stores_bf16_linears_only_where_autocast_is_bf16(tiny_dirs, monkeypatch):
+    import torch
+
+    from selfexplain import models
+
+    def dtypes(loaded):
+        m = loaded.model
+        return m.model.layers[0].mlp.up_proj.weight.dtype, m.get_input_embeddings().weight.dtype
+    monkeypatch.setattr(models, "_CPU_BF16", True)
+    monkeypatch.setenv("SELFEXPLAIN_FP32", "0")
+    assert dtypes(load_model(str(tiny_dirs["subject"]), device="cpu")) == (torch.bfloat16, torch.float32)
+    monkeypatch.setattr(models, "_CPU_BF16", False)
+    assert dtypes(load_model(str(tiny_dirs["subject"]), device="cpu")) == (torch.float32, torch.float32)

@@ -37,6 +37,25 @@ def test_training_learns_from_the_injected_vector(tiny, tmp_path):
     assert (tmp_path / "adapter" / "selfexplain_training.json").is_file()
 
 
+def test_training_learns_with_linears_stored_in_bf16(tiny, tmp_path, monkeypatch):
+    """As load_model leaves a model on bf16 hardware: frozen linears bf16, adapters fp32."""
+    from selfexplain import models
+
+    monkeypatch.setattr(models, "_CPU_BF16", True)
+    monkeypatch.setenv("SELFEXPLAIN_FP32", "0")
+    models.store_linears_in_bf16(tiny.model)
+    records = _records()
+    cfg = TrainConfig(learning_rate=1e-2, epochs=50, batch_size=8, lora_r=8, lora_alpha=16)
+    losses = []
+    trained, projector = train_explainer(tiny, records, cfg, tmp_path / "adapter", vector_dim=32,
+                                         progress=lambda s, n, loss: losses.append(loss))
+    assert losses[-1] < losses[0] / 4
+    assert {p.dtype for p in trained.model.parameters() if p.requires_grad} == {torch.float32}
+    prompts = [encode_query(trained, r.query) for r in records[:4]]
+    texts = greedy_generate(trained, prompts, [r.vector for r in records[:4]], projector, max_new_tokens=5)
+    assert texts == [r.answer for r in records[:4]]
+
+
 def test_training_does_not_touch_the_subject(tiny, tmp_path):
     before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     train_explainer(copy_of(tiny), _records(8), TrainConfig(epochs=1), tmp_path / "a", vector_dim=32)
