@@ -77,7 +77,7 @@ class RationalesBenchmark(Benchmark):
     # 72 costly quick records: 2 passes left the lists degenerate ("the, the, ..."). Measured
     # comprehensiveness - random of self: 2 passes -0.3, 8 passes (--epochs 8) 2.6, and 2.9 with
     # no-repeat decoding; 4 repeats x 2 epochs (8 passes, 72 steps of 8) 1.5 [-0.6, 3.3]. Quick
-    # mode now trains 1 epoch in batches of 2, so 8 repeats keep the 8 passes (288 steps of 2).
+    # mode now trains 1 epoch in batches of 4, so 8 repeats keep the 8 passes (144 steps of 4).
     train_repeats = {"quick": 8}
     budgets = {"quick": 128, "full": 512}
     attribution_params: dict[str, dict[str, dict]] = {
