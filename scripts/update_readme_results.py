@@ -24,11 +24,12 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 def options(config: dict) -> str:
     """The run's options that differ from the defaults (besides where data and results live)."""
     defaults = asdict(RunConfig())
-    skip = {"benchmarks", "output_dir", "data_root", "epochs"}
+    mode_defaults = RunConfig.MODES[config.get("mode", "quick")]  # runs store resolved values
+    skip = {"benchmarks", "output_dir", "data_root", *mode_defaults}
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in config.items()
              if k not in skip and k in defaults and v != defaults[k]]
-    if config.get("epochs") != RunConfig.MODES[config.get("mode", "quick")]["epochs"]:
-        flags.append(f"--epochs {config['epochs']:g}")
+    flags += [f"--{k.replace('_', '-')} {config[k]:g}" for k in ("epochs", "batch_size")
+              if k in config and config[k] != mode_defaults[k]]
     return f" ({', '.join(flags)})" if flags else ""
 
 
