@@ -189,6 +189,28 @@ def store_linears_in_bf16(model: torch.nn.Module) -> int:
 _CPU_BF16 = cpu_has_fast_bf16()
 
 
+@contextlib.contextmanager
+def linears_in_fp32(model: torch.nn.Module) -> Iterator[None]:
+    """bf16-stored linear weights as fp32 for the duration, then bf16 again (exact round trip).
+
+    PEFT initialises LoRA weights in fp32, moves them to the base layer's dtype and upcasts
+    them again: on bf16-stored weights the initial adapters would be bf16-rounded, so training
+    would start elsewhere than on fp32 storage. Wrap the adapter creation in this.
+    """
+    cast = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.bfloat16]
+    for module in cast:
+        module.weight.data = module.weight.data.float()
+        if module.bias is not None:
+            module.bias.data = module.bias.data.float()
+    try:
+        yield
+    finally:
+        for module in cast:
+            module.weight.data = module.weight.data.to(torch.bfloat16)
+            if module.bias is not None:
+                module.bias.data = module.bias.data.to(torch.bfloat16)
+
+
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
     """The underlying HF model of a PEFT-wrapped model (LoRA layers stay injected)."""
     get_base = getattr(model, "get_base_model", None)

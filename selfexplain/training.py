@@ -26,7 +26,7 @@ from .atomic import write_json
 from .errors import TrainingError
 from .generation import encode_answer, encode_query, length_batches
 from .interventions import inject_at_placeholder, left_pad
-from .models import LoadedModel, decoder_layers
+from .models import LoadedModel, decoder_layers, linears_in_fp32
 from .records import Record
 
 
@@ -240,7 +240,8 @@ def train_explainer(
     rng = random.Random(config.seed)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       task_type="CAUSAL_LM", **_lora_targets(loaded, config))
-    peft_model = get_peft_model(loaded.model, lora)
+    with linears_in_fp32(loaded.model):  # adapters initialised exactly as on fp32 weights
+        peft_model = get_peft_model(loaded.model, lora)
     trained = LoadedModel(peft_model, loaded.tokenizer, loaded.name, loaded.source, loaded.placeholder_id)
     projector = make_projector(loaded, vector_dim) if vector_dim else None
 

@@ -56,6 +56,27 @@ def test_training_learns_with_linears_stored_in_bf16(tiny, tmp_path, monkeypatch
     assert texts == [r.answer for r in records[:4]]
 
 
+def test_adapters_start_the_same_on_bf16_and_fp32_weights(tokenizer, tmp_path, monkeypatch):
+    """PEFT would round the initial LoRA weights to the base dtype: bf16 storage must not."""
+    from conftest import make_model
+    from selfexplain import models
+
+    monkeypatch.setattr(models, "_CPU_BF16", True)
+    monkeypatch.setenv("SELFEXPLAIN_FP32", "0")
+    starts = {}
+    for name in ("fp32", "bf16"):
+        loaded = models.wrap_model(make_model(len(tokenizer)), tokenizer, name="tiny", device="cpu")
+        if name == "bf16":
+            models.store_linears_in_bf16(loaded.model)
+        trained, _ = train_explainer(loaded, _records(8), TrainConfig(epochs=1e-9, learning_rate=1e-12),
+                                     tmp_path / name, vector_dim=32)
+        starts[name] = {n: p.detach().clone() for n, p in trained.model.named_parameters() if "lora_A" in n}
+        base = trained.model.base_model.model.model.layers[0].mlp.up_proj.base_layer.weight
+        assert base.dtype == (torch.bfloat16 if name == "bf16" else torch.float32)
+    assert starts["fp32"].keys() == starts["bf16"].keys()
+    assert all(torch.equal(starts["fp32"][n], starts["bf16"][n]) for n in starts["fp32"])
+
+
 def test_training_does_not_touch_the_subject(tiny, tmp_path):
     before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     train_explainer(copy_of(tiny), _records(8), TrainConfig(epochs=1), tmp_path / "a", vector_dim=32)
