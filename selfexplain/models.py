@@ -145,6 +145,9 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+_CPU_BF16 = cpu_has_fast_bf16()
+
+
 def uses_bf16_autocast(device: torch.device) -> bool:
     """Whether `autocast(device)` computes in bf16. SELFEXPLAIN_FP32=1 forces fp32
     (exact-numerics debugging)."""
@@ -179,14 +182,15 @@ def store_linears_in_bf16(model: torch.nn.Module) -> int:
             if module is head and head.weight is getattr(model.get_input_embeddings(), "weight", None):
                 module.weight = torch.nn.Parameter(module.weight.detach().to(torch.bfloat16), requires_grad=False)
             else:
-                module.weight.data = module.weight.data.to(torch.bfloat16)
-                if module.bias is not None:
-                    module.bias.data = module.bias.data.to(torch.bfloat16)
+                _store_linear_as(module, torch.bfloat16)
             cast += 1
     return cast
 
 
-_CPU_BF16 = cpu_has_fast_bf16()
+def _store_linear_as(module: torch.nn.Linear, dtype: torch.dtype) -> None:
+    module.weight.data = module.weight.data.to(dtype)
+    if module.bias is not None:
+        module.bias.data = module.bias.data.to(dtype)
 
 
 @contextlib.contextmanager
@@ -199,16 +203,12 @@ def linears_in_fp32(model: torch.nn.Module) -> Iterator[None]:
     """
     cast = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.bfloat16]
     for module in cast:
-        module.weight.data = module.weight.data.float()
-        if module.bias is not None:
-            module.bias.data = module.bias.data.float()
+        _store_linear_as(module, torch.float32)
     try:
         yield
     finally:
         for module in cast:
-            module.weight.data = module.weight.data.to(torch.bfloat16)
-            if module.bias is not None:
-                module.bias.data = module.bias.data.to(torch.bfloat16)
+            _store_linear_as(module, torch.bfloat16)
 
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
