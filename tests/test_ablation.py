@@ -92,6 +92,23 @@ def test_ground_truth_matches_plain_forwards(ground_truth):
                             else f"unchanged from {r.context['hinted_answer']}")
 
 
+def test_label_scores_of_many_questions_equal_plain_forwards(tiny):
+    """Questions of different head lengths batched together (left-padded heads, repeated KV
+    cache, left-padded hints and tails) score every prompt as its own unpadded forward does."""
+    bench = AblationBenchmark()
+    questions = bench.make_questions(tiny, RunConfig(), random.Random(1))[:3]
+    assert len({len(bench.encode(tiny, q, None).head) for q in questions}) > 1  # really padded
+    items = [(q, [bench.encode(tiny, q, None)] + [bench.encode(tiny, q, bench.hint_text(q, w, q.labels[w % 4]))
+                                                   for w in range(1 + i)])
+             for i, q in enumerate(questions)]
+    scores = bench._label_scores(tiny, items)
+    for (q, prompts), got in zip(items, scores):
+        label_ids = [bench.first_token(tiny, label) for label in q.labels]
+        want = torch.stack([tiny.model(input_ids=torch.tensor([p.ids])).logits[0, -1, label_ids] for p in prompts])
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-4)
+
+
 def test_split_by_question_and_balanced_test(ground_truth):
     _, cfg, gt = ground_truth
     train = [r for r in gt.records if r.split == "train"]

@@ -133,6 +133,25 @@ def test_integrated_gradients_completeness(tiny):
     assert res.forward_passes == 1 + 256  # fixed-context run + one (forward+backward) row per step
 
 
+
+def test_integrated_gradients_leaves_weights_untouched_and_trainable(tiny):
+    """Weights are frozen while attributing (backward computes no weight gradient) and the
+    caller's requires_grad flags come back, even where only some weights were trainable."""
+    ids, target = prompt(tiny)
+    params = list(tiny.model.parameters())
+    params[0].requires_grad_(False)
+    flags = [p.requires_grad for p in params]
+    seen = []
+    handle = tiny.model.register_forward_pre_hook(
+        lambda module, args: seen.append(any(p.requires_grad for p in module.parameters())))
+    try:
+        Attributor(tiny).attribute([AttributionInput(ids, target, 2, len(ids) - 1)], "integrated_gradients",
+                                   n_steps=4)
+    finally:
+        handle.remove()
+    assert seen and not any(seen)
+    assert [p.requires_grad for p in params] == flags and all(p.grad is None for p in params)
+
 # ----- 4. cached fixed context == full recomputation; batch size does not matter -------------
 @pytest.mark.parametrize("method", ["occlusion", "lime", "kernel_shap", "integrated_gradients"])
 def test_prefix_cache_and_batch_size_do_not_change_scores(tiny, method):

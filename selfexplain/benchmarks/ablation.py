@@ -48,6 +48,10 @@ class Encoded:
         return list(range(start, start + len(self.hint)))
 
 
+# Questions whose prompts run in one pair of forwards while building ground truth.
+QUESTIONS_PER_FORWARD = 16
+
+
 class AblationBenchmark(ChangeBenchmark):
     name = "ablation"
     description = "predict whether removing a hint from a multiple-choice prompt changes the subject's answer"
@@ -105,24 +109,34 @@ class AblationBenchmark(ChangeBenchmark):
         return self.t["query"].format(prompt=self.prompt_text(tokenizer, q, hint), answer=hinted_answer)
 
     # ----- ground truth --------------------------------------------------------------------
-    def _label_scores(self, subject: LoadedModel, q: Question, prompts: list[Encoded]) -> torch.Tensor:
-        """Next-token logits of each label after each prompt: [len(prompts), len(labels)].
+    def _label_scores(self, subject: LoadedModel, items: Sequence[tuple[Question, list[Encoded]]]) -> list[torch.Tensor]:
+        """Next-token logits of each question's labels after each of its prompts:
+        [len(prompts), len(labels)] per question.
 
-        The prompts share `head`, which is run once; only hints and tails are batched.
+        A question's prompts share `head`: the heads of all questions run once, left-padded
+        into one batch, and their KV cache is repeated for the question's hints and tails,
+        which run together in a second left-padded batch (many small forwards cost a 2-core
+        CPU several times more than two large ones).
         """
-        device = subject.device
-        head = prompts[0].head
+        device, pad = subject.device, subject.tokenizer.pad_token_id
+        heads = left_pad([prompts[0].head for _, prompts in items], pad, device)
+        counts = [len(prompts) for _, prompts in items]
+        owner = torch.repeat_interleave(torch.arange(len(items), device=device), torch.tensor(counts, device=device))
+        rest = left_pad([p.hint + p.tail for _, prompts in items for p in prompts], pad, device)
+        head_lengths = heads.attention_mask.sum(1)[owner]
         with subject.autocast():
-            past = subject.model(input_ids=torch.tensor([head], device=device), use_cache=True).past_key_values
-            past.batch_repeat_interleave(len(prompts))
-            batch = left_pad([p.hint + p.tail for p in prompts], subject.tokenizer.pad_token_id, device)
-            mask = torch.cat([torch.ones((len(prompts), len(head)), dtype=batch.attention_mask.dtype, device=device),
-                              batch.attention_mask], dim=1)
-            logits = subject.model(input_ids=batch.input_ids, attention_mask=mask,
-                                   position_ids=batch.position_ids + len(head), past_key_values=past,
-                                   logits_to_keep=1).logits[:, -1].float()
-        label_ids = torch.tensor([self.first_token(subject, label) for label in q.labels], device=device)
-        return logits[:, label_ids].cpu()
+            past = subject.model(**heads.model_inputs(), use_cache=True).past_key_values
+            past.batch_select_indices(owner)
+            logits = subject.model(input_ids=rest.input_ids,
+                                   attention_mask=torch.cat([heads.attention_mask[owner], rest.attention_mask], 1),
+                                   position_ids=rest.position_ids + head_lengths[:, None], past_key_values=past,
+                                   logits_to_keep=1).logits[:, -1].float().cpu()
+        out, row = [], 0
+        for (q, _), n in zip(items, counts):
+            label_ids = [self.first_token(subject, label) for label in q.labels]
+            out.append(logits[row:row + n, label_ids])
+            row += n
+        return out
 
     def make_questions(self, subject: LoadedModel, config: RunConfig, rng: random.Random) -> list[Question]:
         questions = load_questions(sources_for(config, self), config.data_root or None,
@@ -148,6 +162,25 @@ class AblationBenchmark(ChangeBenchmark):
             return any(have[k] < n for k, n in need.items() if k[0] == split)
         raw: list[Record] = []
         used, correct = 0, 0
+        pending: list[tuple[Question, str, list[tuple[int, str]], list[str], list[Encoded]]] = []
+
+        def flush() -> None:
+            nonlocal correct
+            all_scores = self._label_scores(subject, [(q, prompts) for q, _, _, _, prompts in pending])
+            for (q, split, hints, texts, _), scores in zip(pending, all_scores):
+                order = scores.argsort(dim=1, descending=True)
+                unhinted = q.labels[int(order[0, 0])]
+                correct += unhinted == q.correct
+                for k, ((wording, target), hint) in enumerate(zip(hints, texts), start=1):
+                    hinted, runner_up = q.labels[int(order[k, 0])], q.labels[int(order[k, 1])]
+                    record = self._record(subject, config, q, split, wording, target, hint, unhinted, hinted,
+                                          runner_up)
+                    raw.append(record)
+                    have[(split, record.context["changed"])] += 1
+            if progress is not None:
+                progress(len(pending))
+            pending.clear()
+
         with eval_mode(subject.model):
             for q in questions:
                 split = split_of[q.id]
@@ -160,19 +193,11 @@ class AblationBenchmark(ChangeBenchmark):
                 hints = [(w, rng.choice(q.labels)) for w in wordings]
                 texts = [self.hint_text(q, w, target) for w, target in hints]
                 prompts = [self.encode(subject, q, None)] + [self.encode(subject, q, h) for h in texts]
-                scores = self._label_scores(subject, q, prompts)
-                order = scores.argsort(dim=1, descending=True)
-                unhinted = q.labels[int(order[0, 0])]
-                correct += unhinted == q.correct
-                for k, ((wording, target), hint) in enumerate(zip(hints, texts), start=1):
-                    hinted, runner_up = q.labels[int(order[k, 0])], q.labels[int(order[k, 1])]
-                    record = self._record(subject, config, q, split, wording, target, hint, unhinted, hinted,
-                                          runner_up)
-                    raw.append(record)
-                    changed = record.context["changed"]
-                    have[(split, changed)] += 1
-                if progress is not None:
-                    progress(1)
+                pending.append((q, split, hints, texts, prompts))
+                if len(pending) == QUESTIONS_PER_FORWARD:  # counts are updated per batch, so the
+                    flush()                                # last batch may overshoot a little
+            if pending:
+                flush()
         changed = lambda r: r.context["changed"]  # noqa: E731
         by_split = {s: [r for r in raw if r.split == s] for s in ("train", "test")}
         # Own random streams: the test set does not depend on how long the training side ran.
@@ -225,7 +250,7 @@ class AblationBenchmark(ChangeBenchmark):
         """The subject's next-token logits of q's options after q with each hint (None: no hint),
         read exactly as ground truth reads the subject's answer: [len(hints), len(q.labels)]."""
         with eval_mode(subject.model):
-            return self._label_scores(subject, q, [self.encode(subject, q, h) for h in hints])
+            return self._label_scores(subject, [(q, [self.encode(subject, q, h) for h in hints])])[0]
 
     def match_hint(self, hint: str) -> tuple[int, str]:
         """(wording index, hinted text) of a hint sentence in one of the benchmark's wordings;
