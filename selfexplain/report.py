@@ -109,15 +109,33 @@ def comparison_pairs(bench: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+# An explainer whose answers say "changes" (or "unchanged") this often or more answers one way.
+ONE_SIDED = 0.95
+
+
+def one_sided(stats: dict[str, Any]) -> str:
+    """'' or, for an explainer of a change benchmark that gives one kind of answer to (nearly)
+    every item, e.g. "answered 'unchanged' on 99.7% of the items"."""
+    rate = stats.get("said_changed_rate")
+    if not isinstance(rate, float) or rate != rate or ONE_SIDED > rate > 1 - ONE_SIDED:
+        return ""
+    kind, share = ("changes", rate) if rate >= ONE_SIDED else ("unchanged", 1 - rate)
+    return f"answered '{kind}' on {100 * share:.1f}% of the items"
+
+
 def comparison_lines(bench: dict[str, Any]) -> list[str]:
-    """The 'self - best other' and 'self - other' sentences of a benchmark (paired bootstrap)."""
+    """The 'self - best other' and 'self - other' sentences of a benchmark (paired bootstrap).
+    A rival that answered one way on nearly every item is named as such: beating it says
+    little about what either learned."""
     lines = []
     for key, pair in comparison_pairs(bench):
         d = pair["difference"]
         rival = pair["best_other"]
         label = "best non-self explainer" if key == "self_vs_best_other" else "the other model"
+        caveat = one_sided(bench["explainers"].get(rival, {}))
         lines.append(f"self - {rival} ({label}), {metric_label(pair['metric'])}: "
-                     f"{_fmt(d)} points (paired bootstrap 95% CI): {verdict(d, rival)}.")
+                     f"{_fmt(d)} points (paired bootstrap 95% CI): {verdict(d, rival)}"
+                     + (f" ({rival} {caveat}: it learned a constant answer, not the task)." if caveat else "."))
     return lines
 
 

@@ -43,3 +43,31 @@ def test_paired_difference():
     est = paired_difference([1, 1, 1, 0], [0, 1, 0, 0])
     assert est.value == pytest.approx(0.5)
     assert est.low >= 0
+
+
+def test_said_changed_rate_and_one_sided_caveat():
+    """An explainer that answers one way on >= 95% of items is named so in the verdict line."""
+    from selfexplain.benchmarks.ablation import AblationBenchmark
+    from selfexplain.explainers.base import Explanation
+    from selfexplain.records import Provenance, Record
+    from selfexplain.report import comparison_lines, one_sided
+
+    bench = AblationBenchmark()
+    recs = [Record(f"r{i}", "ablation", "test", f"g{i}", "q", "changes to B" if i % 2 else "unchanged from A",
+                   Provenance("s", "t", {}, 0), {"unhinted_answer": "B" if i % 2 else "A", "changed": bool(i % 2)})
+            for i in range(40)]
+    answers = ["unchanged from A"] * 39 + ["nonsense"]  # 39 parsed, all 'unchanged'
+    scores = bench.score(recs, [Explanation(a, 1, 0.0) for a in answers])
+    stats = bench.summarize(recs, scores, seed=0)
+    assert stats["said_changed_rate"] == 0.0
+    assert one_sided(stats) == "answered 'unchanged' on 100.0% of the items"
+    assert one_sided({"said_changed_rate": 0.5}) == "" and one_sided({}) == ""
+    assert one_sided({"said_changed_rate": 0.96}) == "answered 'changes' on 96.0% of the items"
+    pair = {"metric": "exact_match", "best_other": "other",
+            "difference": {"value": 0.2, "low": 0.1, "high": 0.3}}
+    bench_result = {"self_vs_other": pair, "explainers": {"other": stats}}
+    [line] = comparison_lines(bench_result)
+    assert line.endswith("self wins (other answered 'unchanged' on 100.0% of the items: it learned a constant "
+                         "answer, not the task).")
+    bench_result["explainers"]["other"] = {"said_changed_rate": 0.4}
+    assert comparison_lines(bench_result)[0].endswith("self wins.")

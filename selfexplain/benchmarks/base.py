@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..explainers.base import Explainer, Explanation
@@ -190,6 +192,9 @@ class ChangeBenchmark(Benchmark):
             "changed_macro_f1": bootstrap_macro_f1(scores["changed_true"], scores["changed_pred"], seed).to_dict(),
             "content_match": bootstrap_mean(scores["content_match"], seed).to_dict(),
             "parse_rate": float(sum(scores["parsed"]) / max(1, len(scores["parsed"]))),
+            # share of parsed answers that say "changes": near 0 or 1, an explainer answers one way
+            "said_changed_rate": float(np.mean(said)) if (said := [p for p in scores["changed_pred"] if p is not None])
+            else float("nan"),
             "exact_match_subject_correct": bootstrap_mean([scores["exact_match"][i] for i in right], seed).to_dict(),
         }
 
