@@ -56,13 +56,13 @@ def build_input(subject, text: str) -> AttributionInput:
     for a, b in offsets[start:end]:
         first = a - c0 + (len(full[a:b]) - len(full[a:b].lstrip()))  # first non-space character
         groups.append(next((w for w, (ws, we) in enumerate(words) if ws <= first < we), len(words) + a))
-    with torch.no_grad():
+    with torch.no_grad(), subject.autocast():
         target = int(subject.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
     return AttributionInput(ids, target, start, end, groups)
 
 
 def logprob(subject, ids: list[int], target: int) -> float:
-    with torch.no_grad():
+    with torch.no_grad(), subject.autocast():
         return float(subject.model(input_ids=torch.tensor([ids])).logits[0, -1].float().log_softmax(-1)[target])
 
 
