@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from selfexplain.generation import encode_answer, encode_query
-from selfexplain.models import base_model, load_model
+from selfexplain.models.generation import encode_answer, encode_query
+from selfexplain.models.loading import base_model, load_model
 from selfexplain.training import TrainConfig, _lora_targets, answer_loss
 
 COUNTRIES = ["Gambia", "Thailand", "Slovenia", "Peru", "Kenya", "Japan", "Chile", "Norway", "Egypt", "Laos",

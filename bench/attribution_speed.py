@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from selfexplain.attribution import DEFAULT_PARAMS, METHODS, AttributionInput, Attributor
-from selfexplain.models import load_model
+from selfexplain.techniques.attribution import DEFAULT_PARAMS, METHODS, AttributionInput, Attributor
+from selfexplain.models.loading import load_model
 
 QUESTIONS = [
     ("Which planet is known as the Red Planet?", ["Venus", "Mars", "Jupiter", "Saturn"], "C"),

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from selfexplain import faithfulness
-from selfexplain.eraser import load_eraser
-from selfexplain.faithfulness import AOPC_BINS, bin_size, random_rationales
-from selfexplain.models import load_model
-from selfexplain.rationale_inputs import build_inputs, option_probabilities
+from selfexplain.benchmarks.rationales import faithfulness
+from selfexplain.benchmarks.rationales.eraser import load_eraser
+from selfexplain.benchmarks.rationales.faithfulness import AOPC_BINS, bin_size, random_rationales
+from selfexplain.models.loading import load_model
+from selfexplain.benchmarks.rationales.inputs import build_inputs, option_probabilities
 
 
 def variants(inp, seed: int) -> list[list[int]]:

@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from selfexplain.attribution import Attributor, _inference
-from selfexplain.models import load_model
+from selfexplain.techniques.attribution import Attributor, _inference
+from selfexplain.models.loading import load_model
 
 from attribution_speed import QUESTIONS, build_input, user_text
 

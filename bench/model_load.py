@@ -18,7 +18,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as cache:
         os.environ["SELFEXPLAIN_CACHE"] = cache  # an empty cache: the first load converts
-        from selfexplain.models import load_model
+        from selfexplain.models.loading import load_model
 
         start = time.perf_counter()
         load_model(args.model, device="cpu")

@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from selfexplain.benchmarks.patching import TOKEN_TYPES, PatchingBenchmark, layer_blocks
-from selfexplain.facts import embedded_facts
-from selfexplain.interventions import Patch, patch_residual, record_residual
-from selfexplain.models import load_model
+from selfexplain.benchmarks.patching.benchmark import TOKEN_TYPES, PatchingBenchmark, layer_blocks
+from selfexplain.data.facts import embedded_facts
+from selfexplain.techniques.interventions import Patch, patch_residual, record_residual
+from selfexplain.models.loading import load_model
 
 
 def main() -> None:

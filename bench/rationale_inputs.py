@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from selfexplain.eraser import load_eraser
-from selfexplain.faithfulness import option_log_likelihoods
-from selfexplain.interventions import left_pad
-from selfexplain.models import eval_mode, load_model
-from selfexplain.rationale_inputs import accuracy, build_inputs, predict
+from selfexplain.benchmarks.rationales.eraser import load_eraser
+from selfexplain.benchmarks.rationales.faithfulness import option_log_likelihoods
+from selfexplain.techniques.interventions import left_pad
+from selfexplain.models.loading import eval_mode, load_model
+from selfexplain.benchmarks.rationales.inputs import accuracy, build_inputs, predict
 
 DATASETS = ("movies", "boolq", "fever", "multirc", "cose")
 

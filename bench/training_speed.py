@@ -18,7 +18,7 @@ import time
 import torch
 
 from selfexplain import training
-from selfexplain.models import load_model
+from selfexplain.models.loading import load_model
 from selfexplain.training import TrainConfig, answer_loss, shared_prefix_length
 
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

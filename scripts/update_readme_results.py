@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from selfexplain.config import RunConfig
-from selfexplain.report import markdown_summary
+from selfexplain.report.tables import markdown_summary
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 

@@ -11,15 +11,15 @@ Front door::
 
 __version__ = "0.1.0"
 
-from .benchmarks import get_benchmark, list_benchmarks, register_benchmark  # noqa: E402
-from .config import RunConfig  # noqa: E402
-from .explainers import list_explainers  # noqa: E402
-from .models import list_models, load_model, wrap_model  # noqa: E402
+from selfexplain.benchmarks import get_benchmark, list_benchmarks, register_benchmark  # noqa: E402
+from selfexplain.config import RunConfig  # noqa: E402
+from selfexplain.explainers import list_explainers  # noqa: E402
+from selfexplain.models.loading import list_models, load_model, wrap_model  # noqa: E402
 
 
 def run(config: "RunConfig") -> dict:
     """Run (or resume) a benchmark suite; returns the results dict also saved in the run dir."""
-    from .runs import Run
+    from selfexplain.runs.run import Run
 
     return Run(config).execute()
 

@@ -14,8 +14,8 @@ from typing import Any, Callable
 import click
 import typer
 
-from .config import RunConfig
-from .errors import SelfExplainError
+from selfexplain.config import RunConfig
+from selfexplain.errors import SelfExplainError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train models to explain themselves; benchmark self-explanations against "
@@ -45,9 +45,9 @@ def options_from(dataclass_type) -> Callable[[Callable[..., Any]], Callable[...,
 @options_from(RunConfig)
 def run(**kwargs: Any) -> None:
     """Run (or resume) a benchmark suite and print its leaderboard."""
-    from .progress import console
-    from .report import rich_tables
-    from .runs import Run
+    from selfexplain.progress import console
+    from selfexplain.report.tables import rich_tables
+    from selfexplain.runs.run import Run
 
     runner = Run(RunConfig(**kwargs))
     console.print(f"run directory: {runner.dir}")
@@ -64,7 +64,7 @@ def run(**kwargs: Any) -> None:
 @app.command("list")
 def list_cmd() -> None:
     """List benchmarks, explainers and registered offline models."""
-    from . import list_benchmarks, list_explainers, list_models
+    from selfexplain import list_benchmarks, list_explainers, list_models
 
     for title, entries in (("benchmarks", list_benchmarks()), ("explainers", list_explainers()),
                            ("models", list_models())):
@@ -84,7 +84,7 @@ def runs_cmd(output_dir: str = OUTPUT_DIR) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .store import Store
+    from selfexplain.runs.store import Store
 
     store = Store.open_existing(output_dir)
     table = Table(title=f"runs in {store.path}")
@@ -107,8 +107,8 @@ def compare(run_a: str = typer.Argument(..., help="run id (or unique prefix, or 
     from rich.console import Console
     from rich.table import Table
 
-    from .compare import compare_runs
-    from .store import Store
+    from selfexplain.report.compare import compare_runs
+    from selfexplain.runs.store import Store
 
     store = Store.open_existing(output_dir)
     a, b = store.resolve(run_a), store.resolve(run_b)
@@ -132,8 +132,8 @@ def report(run: str = typer.Argument(..., help="run id (or unique prefix, or run
            output_dir: str = OUTPUT_DIR,
            out: str = typer.Option("", "--out", help="HTML file to write (default: RUN_DIR/report.html)")) -> None:
     """Write a run's self-contained HTML report (viewable offline)."""
-    from .html_report import write_html_report
-    from .store import Store
+    from selfexplain.report.html_page import write_html_report
+    from selfexplain.runs.store import Store
 
     if not Path(output_dir, "selfexplain.db").is_file() and Path(run, "..", "selfexplain.db").is_file():
         output_dir = str(Path(run).resolve().parent)  # a run directory given: its store is beside it
@@ -157,7 +157,7 @@ def explain(prompt: str = typer.Argument(None, help="user message: question, 'Re
             interactive: bool = typer.Option(False, "--interactive",
                                              help="prompt loop, one prompt per line (also when no PROMPT)")) -> None:
     """The self explainer's claims about the subject's answer to PROMPT, each checked live by intervening."""
-    from .explain import run_cli
+    from selfexplain.explain import run_cli
 
     run_cli(prompt, run_dir, adapter, statement, patch, as_json, interactive)
 

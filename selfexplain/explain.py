@@ -22,16 +22,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
-from .benchmarks import Benchmark, get_benchmark
-from .benchmarks.patching import TOKEN_TYPES, layer_blocks
-from .config import RunConfig
-from .errors import ConfigError, DataError
-from .facts import Fact, embedded_facts
-from .generation import Decoding
-from .models import LoadedModel
-from .prompts import load_templates
-from .questions import LETTERS, Question
-from .records import VECTOR_MARKER, Record
+from selfexplain.benchmarks import Benchmark, get_benchmark
+from selfexplain.benchmarks.patching.benchmark import TOKEN_TYPES, layer_blocks
+from selfexplain.config import RunConfig
+from selfexplain.errors import ConfigError, DataError
+from selfexplain.data.facts import Fact, embedded_facts
+from selfexplain.models.generation import Decoding
+from selfexplain.models.loading import LoadedModel
+from selfexplain.templates import load_templates
+from selfexplain.benchmarks.ablation.questions import LETTERS, Question
+from selfexplain.records import VECTOR_MARKER, Record
 
 # The three kinds of claim the command shows, in this order. 'rationales' (which input tokens
 # the answer relied on) is benchmarked, but has no live check here yet.
@@ -54,7 +54,7 @@ class ParsedPrompt:
     @property
     def options(self) -> list[str]:
         """The options without the patching benchmark's 'unknown'."""
-        unknown = load_templates("patching")["unknown"]
+        unknown = load_templates("selfexplain.benchmarks.patching")["unknown"]
         return [o for o in self.question.labels if o != unknown]
 
 
@@ -64,12 +64,12 @@ def _template_regex(template: str, field_name: str) -> re.Pattern:
 
 
 # The ablation respond line; the patching one ("... or unknown and nothing else.") matches it too.
-_RESPOND = _template_regex(load_templates("ablation")["respond"], "options")
+_RESPOND = _template_regex(load_templates("selfexplain.benchmarks.ablation")["respond"], "options")
 
 
 def _known_fact(relation: str, entity: str) -> Fact:
     """A fact of a relation template about `entity`; its answer from the embedded set if known."""
-    spec = load_templates("patching")["relations"][relation]
+    spec = load_templates("selfexplain.data", "relations.json")["relations"][relation]
     answer = next((f.answer for f in embedded_facts() if f.relation == relation and f.entity == entity), "")
     return Fact(relation, entity, answer, spec["question"].format(entity=entity),
                 spec["statement"].format(entity=entity), "embedded" if answer else "live")
@@ -82,7 +82,7 @@ def fact_of(question: str) -> Fact | None:
     continent is the city of Lyon?"), a fact of the embedded set wins, then the longest template.
     """
     matches = []
-    for relation, spec in load_templates("patching")["relations"].items():
+    for relation, spec in load_templates("selfexplain.data", "relations.json")["relations"].items():
         m = _template_regex(spec["question"], "entity").fullmatch(question.strip())
         if m:
             fact = _known_fact(relation, m.group("value"))
@@ -104,7 +104,7 @@ def parse_prompt(prompt: str, statement: str | None = None) -> ParsedPrompt:
         raise DataError("the prompt needs a question, then a line 'Respond with one of A or B or C and "
                         "nothing else.' (optionally followed by a hint line); use \\n between lines")
     options_text = _RESPOND.fullmatch(lines[at].strip()).group("value")
-    t = load_templates("ablation")
+    t = load_templates("selfexplain.benchmarks.ablation")
     options = tuple(o.strip() for o in options_text.split(t["option_separator"]))
     if len(options) < 2 or not all(options) or len(set(options)) != len(options):
         raise DataError(f"need at least two distinct options in the respond line, got {options_text!r}")
@@ -113,7 +113,7 @@ def parse_prompt(prompt: str, statement: str | None = None) -> ParsedPrompt:
     fact = fact_of(question_text)
     given = bool(statement)
     if not statement:
-        external = _template_regex(load_templates("patching")["external_question"], "statement")
+        external = _template_regex(load_templates("selfexplain.data", "relations.json")["external_question"], "statement")
         m = external.fullmatch(question_text)
         if fact is not None:
             statement = fact.statement
@@ -138,7 +138,7 @@ class PatchSpec:
     @classmethod
     def parse(cls, spec: str) -> "PatchSpec":
         parts = spec.split(":", 2)
-        names = load_templates("patching")["token_types"]
+        names = load_templates("selfexplain.benchmarks.patching")["token_types"]
         kinds = {**{k: k for k in TOKEN_TYPES}, **{v.replace(" ", "_"): k for k, v in names.items()},
                  **{v: k for k, v in names.items()}}
         m = re.fullmatch(r"L?(\d+)-(\d+)", parts[0].strip()) if len(parts) == 3 else None
@@ -325,11 +325,11 @@ class Session:
 
     def load(self) -> "Session":
         """Load the subject, and the self explainer = a copy of it + the saved adapter."""
-        from .explainers import EXPLAINERS, LoRAExplainer
-        from .explainers.lora import copy_of
-        from .models import load_model
-        from .progress import console
-        from .training import TrainConfig, load_adapter
+        from selfexplain.explainers import EXPLAINERS, LoRAExplainer
+        from selfexplain.explainers.lora import copy_of
+        from selfexplain.models.loading import load_model
+        from selfexplain.progress import console
+        from selfexplain.training import TrainConfig, load_adapter
 
         with console.status(f"loading subject {self.config.subject} and the adapter {self.adapter_dir}"), \
                 _quiet_transformers():
@@ -452,8 +452,8 @@ def run_cli(prompt: str | None, run_dir: str, adapter: str = "", statement: str 
     if prompt is not None and not interactive:
         one(prompt)
         return
-    from .errors import SelfExplainError
-    from .progress import console as err
+    from selfexplain.errors import SelfExplainError
+    from selfexplain.progress import console as err
 
     session.load()
     if prompt is not None:

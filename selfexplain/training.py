@@ -21,13 +21,13 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from . import faults
-from .atomic import write_json
-from .errors import TrainingError
-from .generation import encode_answer, encode_query, length_batches
-from .interventions import inject_at_placeholder, left_pad
-from .models import LoadedModel, decoder_layers, linears_in_fp32
-from .records import Record
+from selfexplain.runs import faults
+from selfexplain.runs.atomic import write_json
+from selfexplain.errors import TrainingError
+from selfexplain.models.generation import encode_answer, encode_query, length_batches
+from selfexplain.techniques.interventions import inject_at_placeholder, left_pad
+from selfexplain.models.loading import LoadedModel, decoder_layers, linears_in_fp32
+from selfexplain.records import Record
 
 
 @dataclass

@@ -22,9 +22,9 @@ SPECIALS = ["<pad>", "<eos>", "<unk>", "<filename>"]
 def _vocab() -> list[str]:
     """Every word of the embedded facts and the patching templates, so prompts tokenize fully."""
     words: set[str] = set()
-    text = Path(str(files("selfexplain").joinpath("data/facts.jsonl"))).read_text(encoding="utf-8")
-    for name in ("patching", "ablation"):
-        text += Path(str(files("selfexplain").joinpath(f"prompts/{name}.json"))).read_text(encoding="utf-8")
+    text = "".join(files(package).joinpath(name).read_text(encoding="utf-8") for package, name in (
+        ("selfexplain.data", "facts.jsonl"), ("selfexplain.data", "relations.json"),
+        ("selfexplain.benchmarks.patching", "prompts.json"), ("selfexplain.benchmarks.ablation", "prompts.json")))
     words.update(re.findall(r"\w+|[^\w\s]", text))
     return SPECIALS + sorted(words)
 
@@ -59,7 +59,7 @@ def tokenizer():
 
 @pytest.fixture()
 def tiny(tokenizer):
-    from selfexplain.models import wrap_model
+    from selfexplain.models.loading import wrap_model
 
     return wrap_model(make_model(len(tokenizer)), tokenizer, name="tiny", device="cpu")
 

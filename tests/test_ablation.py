@@ -6,11 +6,11 @@ import random
 import pytest
 import torch
 
-from selfexplain.benchmarks.ablation import AblationBenchmark
+from selfexplain.benchmarks.ablation.benchmark import AblationBenchmark
 from selfexplain.config import RunConfig
 from selfexplain.errors import DataError
-from selfexplain.explainers.attribution import fit_threshold
-from selfexplain.questions import fact_questions, load_questions, mmlu_questions
+from selfexplain.benchmarks.ablation.attribution_baselines import fit_threshold
+from selfexplain.benchmarks.ablation.questions import fact_questions, load_questions, mmlu_questions
 
 
 def _first_token(tokenizer):
@@ -18,7 +18,7 @@ def _first_token(tokenizer):
 
 
 def test_fact_questions_have_distinct_first_tokens(tokenizer):
-    from selfexplain.facts import embedded_facts
+    from selfexplain.data.facts import embedded_facts
 
     questions = fact_questions(embedded_facts(), _first_token(tokenizer), random.Random(0))
     assert len(questions) > 800
@@ -53,7 +53,7 @@ def test_shared_mmlu_file_loads():
 
 def test_hinted_prompt_is_head_hint_tail(tiny):
     bench = AblationBenchmark()
-    from selfexplain.questions import Question
+    from selfexplain.benchmarks.ablation.questions import Question
 
     q = Question("q1", "facts", "What is the capital of France?", ("Paris", "Berlin", "Rome", "Madrid"), "Paris",
                  "The capital of France is", "capital")
@@ -69,7 +69,7 @@ def test_hinted_prompt_is_head_hint_tail(tiny):
 @pytest.fixture(scope="module")
 def ground_truth(tokenizer):
     from conftest import make_model
-    from selfexplain.models import wrap_model
+    from selfexplain.models.loading import wrap_model
 
     subject = wrap_model(make_model(len(tokenizer)), tokenizer, name="tiny", device="cpu")
     cfg = RunConfig(benchmarks="ablation", n_train=40, n_test=12, seed=3).resolved().for_benchmark()
@@ -170,7 +170,7 @@ def test_attribution_baseline_predicts_from_hint_mass(ground_truth, tmp_path):
 
 def test_sources_are_checked_per_benchmark_before_loading_anything():
     from selfexplain.errors import ConfigError
-    from selfexplain.runs import Run
+    from selfexplain.runs.run import Run
 
     with pytest.raises(ConfigError, match="benchmark 'patching' reads sources"):
         Run(RunConfig(benchmarks="patching", sources="mmlu"))
@@ -178,7 +178,7 @@ def test_sources_are_checked_per_benchmark_before_loading_anything():
 
 
 def test_word_groups_follow_words_not_pieces():
-    from selfexplain.benchmarks.ablation import _word_groups
+    from selfexplain.benchmarks.ablation.benchmark import _word_groups
 
     pieces = ["Hint", ":", " the", " ans", "wer", " is", " Rome", ".", "\n", "I", "'m"]
 

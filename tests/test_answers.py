@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfexplain.benchmarks.ablation import AblationBenchmark
-from selfexplain.benchmarks.patching import PatchingBenchmark
+from selfexplain.benchmarks.ablation.benchmark import AblationBenchmark
+from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError
-from selfexplain.generation import Decoding, answer_logprobs, encode_query, greedy_generate, pick_answers
-from selfexplain.interventions import inject_at_placeholder
+from selfexplain.models.generation import Decoding, answer_logprobs, encode_query, greedy_generate, pick_answers
+from selfexplain.techniques.interventions import inject_at_placeholder
 from selfexplain.records import Provenance, Record
 from selfexplain.training import make_projector
 

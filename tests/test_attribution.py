@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from selfexplain.attribution import (
+from selfexplain.techniques.attribution import (
     DEFAULT_PARAMS,
     METHODS,
     Attribution,
@@ -20,7 +20,7 @@ from selfexplain.attribution import (
     split_rows,
 )
 from selfexplain.errors import ConfigError, DataError
-from selfexplain.models import wrap_model
+from selfexplain.models.loading import wrap_model
 
 PROMPT = "The capital of France is Paris . <pad> What is the capital of France ?"
 PAD_POSITION = 7  # "<pad>" in PROMPT: already the baseline token

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from selfexplain.eraser import (KNOWN_CLASSES, MAX_TRUNCATED_CHARS, EraserItem, Evidence, LoadResult,
+from selfexplain.benchmarks.rationales.eraser import (KNOWN_CLASSES, MAX_TRUNCATED_CHARS, EraserItem, Evidence, LoadResult,
                                 document_text, evidence_char_spans, evidence_token_mask, evidence_token_positions,
                                 load_eraser, token_char_offsets)
 from selfexplain.errors import DataError

@@ -7,13 +7,13 @@ import sys
 import pytest
 import torch
 
-from selfexplain.benchmarks.ablation import AblationBenchmark
-from selfexplain.benchmarks.patching import PatchingBenchmark
+from selfexplain.benchmarks.ablation.benchmark import AblationBenchmark
+from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError, DataError
 from selfexplain.explain import PatchSpec, Session, parse_prompt, run_cli
 from selfexplain.explainers.base import Explainer, Explanation
-from selfexplain.interventions import Patch, patch_residual, record_residual
+from selfexplain.techniques.interventions import Patch, patch_residual, record_residual
 
 QUESTION = "What is the capital of Uruguay?"
 RESPOND = "Respond with one of Montevideo or Warsaw or Paris or Lima and nothing else."
@@ -28,7 +28,7 @@ def run_dir(tiny_dirs, tmp_path_factory):
     untrained LoRA adapter with a projector, so the explainer differs from the subject)."""
     from peft import LoraConfig, get_peft_model
 
-    from selfexplain.models import load_model
+    from selfexplain.models.loading import load_model
     from selfexplain.training import make_projector
 
     root = tmp_path_factory.mktemp("explain") / "run"
@@ -115,7 +115,7 @@ def test_ablation_claim_is_checked_against_independent_forwards(session):
 
 
 def test_loading_the_adapter_leaves_the_subject_alone(session, tiny_dirs):
-    from selfexplain.models import load_model
+    from selfexplain.models.loading import load_model
 
     fresh = load_model(str(tiny_dirs["subject"]), device="cpu")
     ids = torch.tensor([[5, 6, 7, 8]])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from selfexplain.errors import ConfigError, DataError
-from selfexplain.faithfulness import (AOPC_BINS, aopc, bin_size, class_probabilities, comprehensiveness,
+from selfexplain.benchmarks.rationales.faithfulness import (AOPC_BINS, aopc, bin_size, class_probabilities, comprehensiveness,
                                       normalize, only_rationale, predicted_class, probability_drop,
                                       random_rationales, sufficiency, top_k_positions, without_rationale)
 
@@ -167,7 +167,7 @@ def test_a_shared_prefix_runs_once_with_the_same_numbers(tiny):
     """Perturbations of one input share its first tokens: they run once (KV cache) for the
     whole batch, with the same probabilities as plain full forwards, for single- and multi-token
     options, and with rows of different lengths (left padding after the prefix)."""
-    from selfexplain.faithfulness import MIN_SHARED_PREFIX, common_prefix, option_log_likelihoods
+    from selfexplain.benchmarks.rationales.faithfulness import MIN_SHARED_PREFIX, common_prefix, option_log_likelihoods
 
     gen = torch.Generator().manual_seed(1)
     head = torch.randint(4, len(tiny.tokenizer), (MIN_SHARED_PREFIX + 4,), generator=gen).tolist()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from selfexplain.html_report import FAMILIES, FAMILY_INFO, family, render_html, script_json, write_html_report
+from selfexplain.report.html_page import FAMILIES, FAMILY_INFO, family, render_html, script_json, write_html_report
 
 PAYLOAD = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 EVIL_NAME = 'evil<img src=x onerror="window.__pwned=3">'

@@ -14,7 +14,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from selfexplain.models import load_model
+    from selfexplain.models.loading import load_model
 
     start = time.perf_counter()
     model = load_model("smollm2", device="cpu")
@@ -26,7 +26,7 @@ def smollm2():
 
 def test_second_load_reads_the_safetensors_cache(smollm2):
     """Absolute load times depend on the machine's load: bench/model_load.py measures them."""
-    from selfexplain.models import _gguf_cache_path
+    from selfexplain.models.loading import _gguf_cache_path
 
     model, first, again = smollm2
     assert model.num_layers == 30 and model.hidden_size == 576
@@ -35,7 +35,7 @@ def test_second_load_reads_the_safetensors_cache(smollm2):
 
 
 def test_patching_ground_truth_on_smollm2(smollm2):
-    from selfexplain.benchmarks.patching import PatchingBenchmark
+    from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark
     from selfexplain.config import RunConfig
 
     model, *_ = smollm2

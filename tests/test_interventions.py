@@ -2,7 +2,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from selfexplain.interventions import Patch, inject_at_placeholder, left_pad, patch_residual, record_residual
+from selfexplain.techniques.interventions import Patch, inject_at_placeholder, left_pad, patch_residual, record_residual
 
 
 def _ids(tok, text):

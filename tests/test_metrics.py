@@ -47,10 +47,10 @@ def test_paired_difference():
 
 def test_said_changed_rate_and_one_sided_caveat():
     """An explainer that answers one way on >= 95% of items is named so in the verdict line."""
-    from selfexplain.benchmarks.ablation import AblationBenchmark
+    from selfexplain.benchmarks.ablation.benchmark import AblationBenchmark
     from selfexplain.explainers.base import Explanation
     from selfexplain.records import Provenance, Record
-    from selfexplain.report import comparison_lines, one_sided
+    from selfexplain.report.tables import comparison_lines, one_sided
 
     bench = AblationBenchmark()
     recs = [Record(f"r{i}", "ablation", "test", f"g{i}", "q", "changes to B" if i % 2 else "unchanged from A",

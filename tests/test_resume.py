@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
-from selfexplain.store import Store
+from selfexplain.runs.store import Store
 
 # The CLI, with the patching benchmark keeping non-option answers (random tiny models rarely pick
 # an option), as tests/test_run.py does in-process.
 LAUNCH = ("import sys; from selfexplain.benchmarks import register_benchmark; "
-          "from selfexplain.benchmarks.patching import PatchingBenchmark; "
+          "from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark; "
           "register_benchmark('patching', lambda: PatchingBenchmark(option_answers_only=False)); "
           "from selfexplain.cli import main; sys.argv[0] = 'selfexplain'; main()")
 

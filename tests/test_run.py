@@ -11,7 +11,7 @@ from selfexplain import RunConfig, run
 def random_answers_allowed():
     """Random tiny models rarely pick an option; keep their items (registry extension API)."""
     from selfexplain.benchmarks import register_benchmark
-    from selfexplain.benchmarks.patching import PatchingBenchmark
+    from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark
 
     register_benchmark("patching", lambda: PatchingBenchmark(option_answers_only=False))
     yield
@@ -94,7 +94,7 @@ def test_resume_loads_the_saved_adapter(multitask):
     run_dir = Path(res["run_dir"])
     info = run_dir / "adapters" / "self" / "selfexplain_training.json"
     stamp = info.stat().st_mtime_ns
-    from selfexplain.store import Store
+    from selfexplain.runs.store import Store
 
     store = Store.open_existing(cfg.output_dir)
     with store.transaction() as db:  # forget self's ablation answers: they are recomputed

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfexplain.compare import compare_runs
+from selfexplain.report.compare import compare_runs
 from selfexplain.errors import ConfigError
 from selfexplain.explainers import Explanation
 from selfexplain.records import Provenance, Record
-from selfexplain.store import Store
+from selfexplain.runs.store import Store
 
 
 def _records(n: int, answer=lambda i: "unchanged from Paris") -> list[Record]:
@@ -142,6 +142,6 @@ def test_a_run_whose_process_died_is_interrupted(tmp_path):
 
     store = Store(tmp_path / "s.db")
     store.start_run("alive", tmp_path / "alive", {"subject": "tiny"}, {})
-    code = f"from selfexplain.store import Store; Store({str(tmp_path / 's.db')!r}).start_run('dead', '.', {{}}, {{}})"
+    code = f"from selfexplain.runs.store import Store; Store({str(tmp_path / 's.db')!r}).start_run('dead', '.', {{}}, {{}})"
     subprocess.run([sys.executable, "-c", code], check=True)  # registers a run, then exits
     assert {r.id: r.status for r in store.runs()} == {"alive": "running", "dead": "interrupted"}

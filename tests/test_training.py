@@ -5,7 +5,7 @@ import torch
 
 from selfexplain.errors import TrainingError
 from selfexplain.explainers.lora import copy_of
-from selfexplain.generation import encode_query, greedy_generate
+from selfexplain.models.generation import encode_query, greedy_generate
 from selfexplain.records import Provenance, Record
 from selfexplain.training import TrainConfig, train_explainer
 
@@ -39,7 +39,7 @@ def test_training_learns_from_the_injected_vector(tiny, tmp_path):
 
 def test_training_learns_with_linears_stored_in_bf16(tiny, tmp_path, monkeypatch):
     """As load_model leaves a model on bf16 hardware: frozen linears bf16, adapters fp32."""
-    from selfexplain import models
+    from selfexplain.models import loading as models
 
     monkeypatch.setattr(models, "_CPU_BF16", True)
     monkeypatch.setenv("SELFEXPLAIN_FP32", "0")
@@ -59,7 +59,7 @@ def test_training_learns_with_linears_stored_in_bf16(tiny, tmp_path, monkeypatch
 def test_adapters_start_the_same_on_bf16_and_fp32_weights(tokenizer, tmp_path, monkeypatch):
     """PEFT would round the initial LoRA weights to the base dtype: bf16 storage must not."""
     from conftest import make_model
-    from selfexplain import models
+    from selfexplain.models import loading as models
 
     monkeypatch.setattr(models, "_CPU_BF16", True)
     monkeypatch.setenv("SELFEXPLAIN_FP32", "0")
@@ -158,7 +158,7 @@ def test_shared_prefix_loss_and_gradients_equal_full_rows(tiny, with_vectors):
     LoRA/projector gradient equal those of recomputing each full row."""
     from peft import LoraConfig, get_peft_model
 
-    from selfexplain.models import LoadedModel
+    from selfexplain.models.loading import LoadedModel
     from selfexplain.training import MIN_SHARED_PREFIX, answer_loss, make_projector, shared_prefix_length
 
     torch.manual_seed(0)
@@ -200,7 +200,7 @@ def test_answer_loss_equals_each_rows_own_answer_cross_entropy(tiny):
     answer tokens, computed from full logits."""
     from peft import LoraConfig, get_peft_model
 
-    from selfexplain.models import LoadedModel
+    from selfexplain.models.loading import LoadedModel
     from selfexplain.training import answer_loss
 
     torch.manual_seed(0)

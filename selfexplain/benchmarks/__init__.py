@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import ConfigError
-from .base import Benchmark, GroundTruth
-from .ablation import AblationBenchmark
-from .patching import PatchingBenchmark
-from .rationales import RationalesBenchmark
+from selfexplain.errors import ConfigError
+from selfexplain.benchmarks.base import Benchmark, GroundTruth
+from selfexplain.benchmarks.ablation.benchmark import AblationBenchmark
+from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark
+from selfexplain.benchmarks.rationales.benchmark import RationalesBenchmark
 
 _REGISTRY: dict[str, Callable[[], Benchmark]] = {"patching": PatchingBenchmark, "ablation": AblationBenchmark,
                                                   "rationales": RationalesBenchmark}

@@ -11,13 +11,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..config import RunConfig
-from ..errors import ConfigError
-from ..explainers.base import Explainer, Explanation
-from ..generation import Decoding
-from ..metrics import bootstrap_macro_f1, bootstrap_mean
-from ..models import LoadedModel
-from ..records import Record
+from selfexplain.config import RunConfig
+from selfexplain.errors import ConfigError
+from selfexplain.explainers.base import Explainer, Explanation
+from selfexplain.models.generation import Decoding
+from selfexplain.metrics import bootstrap_macro_f1, bootstrap_mean
+from selfexplain.models.loading import LoadedModel
+from selfexplain.records import Record
 
 _CHANGE_ANSWER = re.compile(r"^\s*(unchanged from|changes to)\s+(.+?)\s*\.?\s*$", re.IGNORECASE)
 

@@ -1,9 +1,9 @@
 """Explainers: everything that answers queries about the subject, behind one signature."""
 
-from .base import Explainer, Explanation
-from .baselines import HeuristicExplainer, MajorityExplainer, NearestNeighbour
-from .lora import LoRAExplainer
-from .prompting import PromptedExplainer
+from selfexplain.explainers.base import Explainer, Explanation
+from selfexplain.explainers.baselines import HeuristicExplainer, MajorityExplainer, NearestNeighbour
+from selfexplain.explainers.lora import LoRAExplainer
+from selfexplain.explainers.prompting import PromptedExplainer
 
 EXPLAINERS = {  # cheapest first, so partial results appear early
     "never-changes": "patching/ablation heuristic: the answer never changes",

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from ..records import Record
+from selfexplain.records import Record
 
 
 @dataclass

@@ -9,8 +9,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..records import Record, VECTOR_MARKER
-from .base import Explainer, Explanation, Stopwatch
+from selfexplain.records import Record, VECTOR_MARKER
+from selfexplain.explainers.base import Explainer, Explanation, Stopwatch
 
 _WORD = re.compile(r"\w+")
 

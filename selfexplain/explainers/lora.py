@@ -6,11 +6,11 @@ import copy
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..generation import Decoding, encode_query, pick_answers
-from ..models import LoadedModel
-from ..records import Record
-from ..training import Projector, TrainConfig, load_trained, train_explainer
-from .base import Explainer, Explanation, Stopwatch
+from selfexplain.models.generation import Decoding, encode_query, pick_answers
+from selfexplain.models.loading import LoadedModel
+from selfexplain.records import Record
+from selfexplain.training import Projector, TrainConfig, load_trained, train_explainer
+from selfexplain.explainers.base import Explainer, Explanation, Stopwatch
 
 
 class LoRAExplainer(Explainer):

@@ -7,11 +7,11 @@ from typing import Sequence
 
 import torch
 
-from ..generation import Decoding, encode_query, pick_answers
-from ..models import LoadedModel
-from ..records import Record
-from ..training import make_projector
-from .base import Explainer, Explanation, Stopwatch
+from selfexplain.models.generation import Decoding, encode_query, pick_answers
+from selfexplain.models.loading import LoadedModel
+from selfexplain.records import Record
+from selfexplain.training import make_projector
+from selfexplain.explainers.base import Explainer, Explanation, Stopwatch
 
 EXAMPLE_SEPARATOR = "\n\n"  # after the instruction and after each solved example's answer
 

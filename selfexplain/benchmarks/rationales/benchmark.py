@@ -26,23 +26,23 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..atomic import write_json
-from ..attribution import METHODS, Attributor
-from ..config import RunConfig
-from ..eraser import load_eraser
-from ..errors import ConfigError, DataError
-from ..explainers.base import Explainer, Explanation
-from ..explainers.rationales import (AttributionRanking, HumanRationale, RandomRationale, item_rng, item_seed,
+from selfexplain.runs.atomic import write_json
+from selfexplain.techniques.attribution import METHODS, Attributor
+from selfexplain.config import RunConfig
+from selfexplain.benchmarks.rationales.eraser import load_eraser
+from selfexplain.errors import ConfigError, DataError
+from selfexplain.explainers.base import Explainer, Explanation
+from selfexplain.benchmarks.rationales.explainers import (AttributionRanking, HumanRationale, RandomRationale, item_rng, item_seed,
                                      rank_words, word_scores)
-from ..facts import data_root
-from ..generation import Decoding
-from ..faithfulness import AOPC_BINS, bin_size, random_rationales
-from ..metrics import bootstrap_macro_mean, bootstrap_mean, paired_difference
-from ..models import LoadedModel
-from ..rationale_inputs import RationaleInput, build_inputs, option_probabilities, predict
-from ..rationale_text import format_ranking, parse_rationale, sayable
-from ..records import Provenance, Record, split
-from .base import BaselineEnv, Benchmark, GroundTruth, sources_for
+from selfexplain.data.facts import data_root
+from selfexplain.models.generation import Decoding
+from selfexplain.benchmarks.rationales.faithfulness import AOPC_BINS, bin_size, random_rationales
+from selfexplain.metrics import bootstrap_macro_mean, bootstrap_mean, paired_difference
+from selfexplain.models.loading import LoadedModel
+from selfexplain.benchmarks.rationales.inputs import RationaleInput, build_inputs, option_probabilities, predict
+from selfexplain.benchmarks.rationales.text import format_ranking, parse_rationale, sayable
+from selfexplain.records import Provenance, Record, split
+from selfexplain.benchmarks.base import BaselineEnv, Benchmark, GroundTruth, sources_for
 
 DATASETS = ("movies", "boolq", "fever", "multirc", "cose")
 QUESTION = ("Which words of the text did your answer rely on most? List them, most important first, "

@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from .atomic import write_json
-from .errors import ConfigError, DataError, ModelLoadError
-from .models import LoadedModel, base_model
+from selfexplain.runs.atomic import write_json
+from selfexplain.errors import ConfigError, DataError, ModelLoadError
+from selfexplain.models.loading import LoadedModel, base_model
 
 log = logging.getLogger(__name__)
 

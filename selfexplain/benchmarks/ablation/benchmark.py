@@ -15,15 +15,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..config import RunConfig
-from ..explainers.base import Explainer
-from ..explainers.baselines import HeuristicExplainer, MajorityExplainer
-from ..interventions import left_pad
-from ..models import LoadedModel, eval_mode
-from ..prompts import chat_parts, load_templates
-from ..questions import Question, load_questions
-from ..records import Provenance, Record
-from .base import BaselineEnv, ChangeBenchmark, GroundTruth, balanced_sample, sources_for
+from selfexplain.config import RunConfig
+from selfexplain.explainers.base import Explainer
+from selfexplain.explainers.baselines import HeuristicExplainer, MajorityExplainer
+from selfexplain.techniques.interventions import left_pad
+from selfexplain.models.loading import LoadedModel, eval_mode
+from selfexplain.templates import chat_parts, load_templates
+from selfexplain.benchmarks.ablation.questions import Question, load_questions
+from selfexplain.records import Provenance, Record
+from selfexplain.benchmarks.base import BaselineEnv, ChangeBenchmark, GroundTruth, balanced_sample, sources_for
 
 
 @dataclass
@@ -75,7 +75,7 @@ class AblationBenchmark(ChangeBenchmark):
         """hints_per_question: hinted variants (distinct wordings, random targets) per question;
         most hints leave the small subject's answer alone, so several per question keep the
         "changed" class large enough for a balanced test set."""
-        self.t = load_templates("ablation")
+        self.t = load_templates("selfexplain.benchmarks.ablation")
         self.hints_per_question = hints_per_question
         self.test_fraction = test_fraction
 
@@ -299,7 +299,7 @@ class AblationBenchmark(ChangeBenchmark):
     def attribution_input(self, subject: LoadedModel, record: Record):
         """The hinted prompt for attribution (user text + hint attributable; target = the subject's
         hinted answer) and the hint's token positions."""
-        from ..attribution import AttributionInput
+        from selfexplain.techniques.attribution import AttributionInput
 
         enc = self.encode(subject, self.question_of(record), record.context["hint"])
         ids = enc.ids
@@ -318,7 +318,7 @@ class AblationBenchmark(ChangeBenchmark):
                 "hint-follow", lambda r: self.predicted(r, r.context["followed_hint"]),
                 "'changes' exactly when the subject's hinted answer is the hinted option", forward_passes=1),
         }
-        from ..attribution import METHODS  # captum is imported only when attributions run
+        from selfexplain.techniques.attribution import METHODS  # captum is imported only when attributions run
 
         for method in METHODS:
             out[method.replace("_", "-")] = _attribution_factory(self, env, method)
@@ -327,7 +327,7 @@ class AblationBenchmark(ChangeBenchmark):
 
 def _attribution_factory(bench: AblationBenchmark, env: BaselineEnv, method: str) -> Callable[[], Explainer]:
     def make() -> Explainer:
-        from ..explainers.attribution import AttributionThreshold
+        from selfexplain.benchmarks.ablation.attribution_baselines import AttributionThreshold
 
         subject = env.subject()
         params = bench.attribution_params.get(env.config.mode, {}).get(method, {})

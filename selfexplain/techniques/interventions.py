@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .models import decoder_layers
+from selfexplain.models.loading import decoder_layers
 
 
 @dataclass(frozen=True)

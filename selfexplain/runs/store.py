@@ -23,9 +23,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from .errors import ConfigError
-from .explainers.base import Explanation
-from .records import Provenance, Record
+from selfexplain.errors import ConfigError
+from selfexplain.explainers.base import Explanation
+from selfexplain.records import Provenance, Record
 
 STORE_NAME = "selfexplain.db"
 SCHEMA_VERSION = 1
@@ -228,7 +228,7 @@ class Store:
     def add_predictions(self, run_id: str, benchmark: str, explainer: str, start: int,
                         items: Sequence[Record], explanations: Sequence[Explanation]) -> None:
         """One chunk of an explainer's answers (positions start, start+1, ...), in one transaction."""
-        from . import faults
+        from selfexplain.runs import faults
 
         with self.transaction() as db:
             db.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",

@@ -13,8 +13,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Iterator
 
-from .errors import DataError
-from .prompts import load_templates
+from selfexplain.errors import DataError
+from selfexplain.templates import load_templates
 
 DATA_ROOT_ENV = "SELFEXPLAIN_DATA_ROOT"
 
@@ -60,7 +60,7 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int
 
 def embedded_facts() -> list[Fact]:
     """Facts from the fact set shipped with selfexplain (countries and cities)."""
-    templates = load_templates("patching")["relations"]
+    templates = load_templates("selfexplain.data", "relations.json")["relations"]
     path = Path(str(files("selfexplain").joinpath("data/facts.jsonl")))
     facts = []
     for _, row in read_jsonl(path, ("entity", "kind")):
@@ -74,7 +74,7 @@ def embedded_facts() -> list[Fact]:
 
 def _external(relation: str, entity: str, answer: str, template: str, source: str) -> Fact:
     statement = template.replace("{}", entity, 1)
-    question = load_templates("patching")["external_question"].format(statement=statement)
+    question = load_templates("selfexplain.data", "relations.json")["external_question"].format(statement=statement)
     return Fact(relation, entity, answer, question, statement, source)
 
 

@@ -15,15 +15,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..config import RunConfig
-from ..explainers.base import Explainer, Explanation
-from ..explainers.baselines import HeuristicExplainer
-from ..facts import Fact, data_root, load_facts
-from ..interventions import Patch, patch_residual, record_residual
-from ..models import LoadedModel, eval_mode
-from ..prompts import load_templates
-from ..records import Provenance, Record
-from .base import BaselineEnv, ChangeBenchmark, GroundTruth, balanced_sample, parse_change_answer, sources_for
+from selfexplain.config import RunConfig
+from selfexplain.explainers.base import Explainer, Explanation
+from selfexplain.explainers.baselines import HeuristicExplainer
+from selfexplain.data.facts import Fact, data_root, load_facts
+from selfexplain.techniques.interventions import Patch, patch_residual, record_residual
+from selfexplain.models.loading import LoadedModel, eval_mode
+from selfexplain.templates import load_templates
+from selfexplain.records import Provenance, Record
+from selfexplain.benchmarks.base import BaselineEnv, ChangeBenchmark, GroundTruth, balanced_sample, parse_change_answer, sources_for
 
 TOKEN_TYPES = ("subject_question", "subject_answer", "last")
 parse_answer = parse_change_answer  # the patching answer format is the shared change format
@@ -65,7 +65,7 @@ class PatchingBenchmark(ChangeBenchmark):
         """option_answers_only: skip items where the unpatched subject answers none of the
         options on the base or the counterfactual prompt, or the same option on both (then
         neither "unchanged from" nor "changes to" has a meaningful target); counts are reported."""
-        self.t = load_templates("patching")
+        self.t = load_templates("selfexplain.benchmarks.patching")
         self.n_blocks = n_blocks
         self.test_fraction = test_fraction
         self.option_answers_only = option_answers_only

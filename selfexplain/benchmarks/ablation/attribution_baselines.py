@@ -10,10 +10,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..attribution import METHODS, AttributionInput, Attributor
-from ..models import LoadedModel
-from ..records import Record
-from .base import Explainer, Explanation
+from selfexplain.techniques.attribution import METHODS, AttributionInput, Attributor
+from selfexplain.models.loading import LoadedModel
+from selfexplain.records import Record
+from selfexplain.explainers.base import Explainer, Explanation
 
 ToInput = Callable[[Record], tuple[AttributionInput, list[int]]]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import DataError
+from selfexplain.errors import DataError
 
 # Label sets of the ERASER tasks (the benchmark's own class lists); other datasets in the same
 # format get the sorted labels seen in their file.

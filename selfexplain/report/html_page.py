@@ -18,9 +18,9 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from .atomic import write_text
-from .explainers import EXPLAINERS
-from .report import (comparison_lines, comparison_pairs, is_estimate, metric_label, metric_names,
+from selfexplain.runs.atomic import write_text
+from selfexplain.explainers import EXPLAINERS
+from selfexplain.report.tables import (comparison_lines, comparison_pairs, is_estimate, metric_label, metric_names,
                      per_dataset_tables, verdict)
 
 # --------------------------------------------------------------------------- explainer families
@@ -805,8 +805,8 @@ def _examples_section(payload: dict[str, Any]) -> str:
 
 
 def _asset(name: str) -> str:
-    """The page's stylesheet and script, kept as package files (report_assets/) to edit as CSS/JS."""
-    return files("selfexplain").joinpath("report_assets", name).read_text(encoding="utf-8")
+    """The page's stylesheet and script, kept as package files (report/assets/) to edit as CSS/JS."""
+    return files("selfexplain.report").joinpath("assets", name).read_text(encoding="utf-8")
 
 
 def render_html(results: dict[str, Any], examples: dict[str, list[dict]]) -> str:

@@ -32,10 +32,10 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .eraser import EraserItem, document_text, evidence_char_spans, token_char_offsets
-from .errors import ConfigError, DataError
-from .faithfulness import class_probabilities, only_rationale, option_log_likelihoods, without_rationale
-from .prompts import chat_parts, load_templates
+from selfexplain.benchmarks.rationales.eraser import EraserItem, document_text, evidence_char_spans, token_char_offsets
+from selfexplain.errors import ConfigError, DataError
+from selfexplain.benchmarks.rationales.faithfulness import class_probabilities, only_rationale, option_log_likelihoods, without_rationale
+from selfexplain.templates import chat_parts, load_templates
 
 MIN_BUDGET = 32
 DEFAULT_BUDGET = 256
@@ -135,7 +135,7 @@ class _Skip(Exception):
 
 def load_rationale_templates() -> dict[str, RationaleTemplate]:
     """The built-in templates (prompts/rationales.json), by dataset name."""
-    data = load_templates("rationales")
+    data = load_templates("selfexplain.benchmarks.rationales")
     defaults = {k: data[k] for k in ("respond", "option_separator", "elision") if k in data}
     return {name: RationaleTemplate.from_dict(name, d, defaults) for name, d in data["datasets"].items()}
 
@@ -228,7 +228,7 @@ class RationaleInput:
     def attribution_input(self, option: int):
         """An attribution.AttributionInput over the document span, one feature per word, whose
         target is the first token of options[option] (attribution explains one next token)."""
-        from .attribution import AttributionInput
+        from selfexplain.techniques.attribution import AttributionInput
 
         return AttributionInput(list(self.ids), self.option_ids[option][0], self.doc_start, self.doc_end,
                                 self.word_groups[self.doc_start:self.doc_end])

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .errors import ModelLoadError
+from selfexplain.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     if path is None:
         raise ModelLoadError(
             f"unsupported architecture '{model_type}': add its decoder-layer path to "
-            "selfexplain.models.LAYER_PATHS"
+            "selfexplain.models.loading.LAYER_PATHS"
         )
     obj = hf
     for part in path.split("."):

@@ -1,15 +1,23 @@
-"""Prompt templates live as JSON data next to this file: reviewable and diffable."""
+"""Prompt templates are data: each benchmark package keeps a `prompts.json` beside its code,
+reviewable and diffable; shared sources keep theirs in their own package (data/relations.json)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 from importlib.resources import files
 
 
 @lru_cache(maxsize=None)
-def load_templates(benchmark: str) -> dict:
-    return json.loads(files(__package__).joinpath(f"{benchmark}.json").read_text(encoding="utf-8"))
+def load_templates(package: str, name: str = "prompts.json") -> dict:
+    """The JSON template file `name` of `package` (e.g. a benchmark's `__package__`)."""
+    return json.loads(files(package).joinpath(name).read_text(encoding="utf-8"))
+
+
+def template_digest(package: str, name: str = "prompts.json") -> str:
+    """sha256 of a template file's bytes: part of a run's identity, so a prompt edit is a new run."""
+    return hashlib.sha256(files(package).joinpath(name).read_bytes()).hexdigest()[:16]
 
 
 _SPLIT = "\x00"

@@ -8,9 +8,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .interventions import inject_at_placeholder, left_pad
-from .models import LoadedModel, eval_mode
-from .records import VECTOR_MARKER, Record
+from selfexplain.techniques.interventions import inject_at_placeholder, left_pad
+from selfexplain.models.loading import LoadedModel, eval_mode
+from selfexplain.records import VECTOR_MARKER, Record
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import DataError
-from .facts import Fact, data_root, embedded_facts, read_jsonl
-from .prompts import load_templates
+from selfexplain.errors import DataError
+from selfexplain.data.facts import Fact, data_root, embedded_facts, read_jsonl
+from selfexplain.templates import load_templates
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -67,7 +67,7 @@ def _mmlu_files(path: Path) -> list[Path]:
 
 def mmlu_questions(path: Path) -> list[Question]:
     """MMLU rows (question, choices[4], answer letter or answer_index) as lettered questions."""
-    t = load_templates("ablation")
+    t = load_templates("selfexplain.benchmarks.ablation")
     questions = []
     for file in _mmlu_files(path):
         for lineno, row in read_jsonl(file, ("question", "choices")):

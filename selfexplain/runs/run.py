@@ -25,20 +25,22 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import __version__, faults
-from .atomic import write_json, write_text
-from .benchmarks import Benchmark, get_benchmark
-from .benchmarks.base import BaselineEnv, balanced_sample, sources_for
-from .config import RunConfig
-from .errors import ConfigError
-from .explainers import EXPLAINERS, GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
-from .explainers.lora import copy_of
-from .metrics import paired_difference
-from .models import LoadedModel, load_model
-from .progress import bar, console
-from .records import Record, split
-from .store import Store
-from .training import TrainConfig, training_steps
+from selfexplain import __version__
+
+from selfexplain.runs import faults
+from selfexplain.runs.atomic import write_json, write_text
+from selfexplain.benchmarks import Benchmark, get_benchmark
+from selfexplain.benchmarks.base import BaselineEnv, balanced_sample, sources_for
+from selfexplain.config import RunConfig
+from selfexplain.errors import ConfigError
+from selfexplain.explainers import EXPLAINERS, GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
+from selfexplain.explainers.lora import copy_of
+from selfexplain.metrics import paired_difference
+from selfexplain.models.loading import LoadedModel, load_model
+from selfexplain.progress import bar, console
+from selfexplain.records import Record, split
+from selfexplain.runs.store import Store
+from selfexplain.training import TrainConfig, training_steps
 
 
 # Answers stored per transaction: a kill loses at most this many (seconds of work for any explainer).
@@ -138,8 +140,8 @@ class Run:
 
     def export(self, results: dict[str, Any]) -> None:
         """results.json, results.md and report.html in the run directory, from the store."""
-        from .html_report import write_html_report
-        from .report import markdown_summary
+        from selfexplain.report.html_page import write_html_report
+        from selfexplain.report.tables import markdown_summary
 
         write_json(self.dir / "results.json", results)
         write_text(self.dir / "results.md", markdown_summary(results))

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .metrics import Estimate, paired_difference, unpaired_difference
-from .store import Store
+from selfexplain.metrics import Estimate, paired_difference, unpaired_difference
+from selfexplain.runs.store import Store
 
 
 @dataclass(frozen=True)

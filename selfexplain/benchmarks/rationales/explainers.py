@@ -13,12 +13,12 @@ import zlib
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..attribution import METHODS, PERTURBATION_METHODS, Attribution, Attributor
-from ..models import LoadedModel
-from ..rationale_inputs import RationaleInput
-from ..rationale_text import format_ranking
-from ..records import Record
-from .base import Explainer, Explanation
+from selfexplain.techniques.attribution import METHODS, PERTURBATION_METHODS, Attribution, Attributor
+from selfexplain.models.loading import LoadedModel
+from selfexplain.benchmarks.rationales.inputs import RationaleInput
+from selfexplain.benchmarks.rationales.text import format_ranking
+from selfexplain.records import Record
+from selfexplain.explainers.base import Explainer, Explanation
 
 InputOf = Callable[[Record], tuple[RationaleInput, int]]  # (input, the subject's predicted option)
 

@@ -28,9 +28,9 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .errors import ConfigError, DataError
-from .interventions import left_pad
-from .models import LoadedModel, base_model, eval_mode
+from selfexplain.errors import ConfigError, DataError
+from selfexplain.techniques.interventions import left_pad
+from selfexplain.models.loading import LoadedModel, base_model, eval_mode
 
 AOPC_BINS: tuple[float, ...] = (0.01, 0.05, 0.10, 0.20, 0.50)
 STRATEGIES = ("delete", "replace")

@@ -1,0 +1,1 @@
+"""The patching benchmark."""

@@ -1,0 +1,6 @@
+"""Models: loading subjects and explainers (loading), tokenizing queries and decoding or
+ranking answers (generation)."""
+
+from selfexplain.models.loading import LoadedModel, list_models, load_model, wrap_model
+
+__all__ = ["LoadedModel", "list_models", "load_model", "wrap_model"]
