@@ -17,6 +17,7 @@ from selfexplain.benchmarks.patching.benchmark import TOKEN_TYPES, PatchingBench
 from selfexplain.data.facts import embedded_facts
 from selfexplain.techniques.interventions import Patch, patch_residual, record_residual
 from selfexplain.models.loading import load_model
+from selfexplain.models.prefix_cache import output_cache
 
 
 def main() -> None:
@@ -62,7 +63,7 @@ def main() -> None:
 
             start = time.perf_counter()
             with subject.autocast():
-                cache = subject.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+                cache = output_cache(subject.model(input_ids=ids, use_cache=True, logits_to_keep=1))
             for kind in TOKEN_TYPES:
                 kind_cells = [((f, l), kind) for f, l in blocks]
                 ps = [p for row, (block, k) in enumerate(kind_cells) for p in patches_for(row, block, k)]

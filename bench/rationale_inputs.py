@@ -6,7 +6,7 @@ option scoring (KV-cache continuation, the library's way) against the two naive 
 Items: a label-balanced sample of n val items per dataset (seed 0). Speed: the same inputs
 scored three ways, each in turn on the same machine load:
 - kv: one forward per prompt (left-padded batch), multi-token options continue from its KV cache
-  (faithfulness.option_log_likelihoods, used by rationale_inputs.predict);
+  (generation.option_logprobs with faithfulness.SUBJECT_LAYOUT, as rationale_inputs.predict does);
 - concat: every (prompt, option) row as its own padded sequence, one batch;
 - single: one forward per (prompt, option), no batching.
 All three must agree; the ratios are printed.
@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from selfexplain.benchmarks.rationales.eraser import load_eraser
-from selfexplain.benchmarks.rationales.faithfulness import option_log_likelihoods
+from selfexplain.benchmarks.rationales.faithfulness import SUBJECT_LAYOUT
+from selfexplain.models.generation import option_logprobs
 from selfexplain.techniques.interventions import left_pad
 from selfexplain.models.loading import eval_mode, load_model
 from selfexplain.benchmarks.rationales.inputs import accuracy, build_inputs, predict
@@ -109,9 +110,10 @@ def main() -> None:
     if args.speed:
         for name in args.speed_datasets.split(","):
             inputs = build_inputs(subject, items[name][:args.speed], 256).inputs
-            option_log_likelihoods(subject, [i.ids for i in inputs[:2]], [i.option_ids for i in inputs[:2]])  # warm-up
-            kv, t_kv = timed(lambda: option_log_likelihoods(subject, [i.ids for i in inputs],
-                                                            [i.option_ids for i in inputs], args.batch_size))
+            option_logprobs(subject, [i.ids for i in inputs[:2]], [i.option_ids for i in inputs[:2]],
+                            batch_size=16, layout=SUBJECT_LAYOUT)  # warm-up
+            kv, t_kv = timed(lambda: option_logprobs(subject, [i.ids for i in inputs], [i.option_ids for i in inputs],
+                                                     batch_size=args.batch_size, layout=SUBJECT_LAYOUT))
             cat, t_cat = timed(lambda: concat_scores(subject, inputs, args.batch_size))
             one, t_one = timed(lambda: single_scores(subject, inputs))
             diff = max(max(float((a - b).abs().max()), float((a - c).abs().max())) for a, b, c in zip(kv, cat, one))

@@ -6,7 +6,7 @@ Front door::
     import selfexplain as se
     se.list_benchmarks(); se.list_explainers(); se.list_models()
     subject = se.load_model("smollm2")
-    results = se.run(se.RunConfig(benchmarks="patching"))
+    results = se.run(se.RunConfig())  # the default suite, quick mode
 """
 
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
@@ -9,13 +10,70 @@ import sqlite3
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-import click
 import typer
 
-from selfexplain.config import RunConfig
-from selfexplain.errors import SelfExplainError
+from selfexplain.config import RunConfig, check_output_dir
+from selfexplain.errors import ConfigError, SelfExplainError
+
+
+def _exception_classes(name: str, *modules: str) -> tuple[type[BaseException], ...]:
+    """`name` from each module that has it: typer >= 0.2x raises its bundled click's classes
+    (typer._click), older typer the real click's; both are caught."""
+    found: list[type[BaseException]] = []
+    for module in modules:
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+USAGE_ERRORS = _exception_classes("ClickException", "typer._click.exceptions", "click.exceptions")
+ABORTS = _exception_classes("Abort", "typer.exceptions", "typer", "click.exceptions")
+STORE_FAULTS = ("malformed", "not a database", "readonly", "read-only", "disk i/o error", "unable to open")
+
+# The results store the running command reads or writes, named (and closed) when SQLite reports it damaged.
+_store: dict[str, Any] = {}
+
+
+def _using_store(path: Path | str, store: Any = None) -> None:
+    _store.update(path=Path(path), store=store)
+
+
+def _close_store() -> None:
+    store = _store.get("store")
+    if store is not None:
+        try:
+            store.close()
+        except sqlite3.Error:
+            pass
+
+
+def check_store_readable(path: Path) -> None:
+    """Fail fast (ConfigError) if an existing results store cannot be read through: a damaged
+    store is found before a run directory is created or a model loads. A missing one is fine."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise ConfigError(f"results store {path} is not a file; move it aside or pass another --output-dir")
+    db = None
+    try:
+        db = sqlite3.connect(path, timeout=60)
+        problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"results store {path} is unreadable ({exc}); move it aside (or restore a backup) "
+                          f"or pass another --output-dir") from exc
+    finally:
+        if db is not None:
+            db.close()
+    if problems != ["ok"]:
+        first = " ".join(str(problems[0]).split()) if problems else "no answer"
+        raise ConfigError(f"results store {path} is damaged ({first}); move it aside (or restore a backup) "
+                          f"or pass another --output-dir")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train models to explain themselves; benchmark self-explanations against "
@@ -45,11 +103,19 @@ def options_from(dataclass_type) -> Callable[[Callable[..., Any]], Callable[...,
 @options_from(RunConfig)
 def run(**kwargs: Any) -> None:
     """Run (or resume) a benchmark suite and print its leaderboard."""
+    config = RunConfig(**kwargs)
+    cfg = config.resolved()  # every option checked before anything is imported, created or loaded
+    check_output_dir(cfg.output_dir)
+
     from selfexplain.progress import console
     from selfexplain.report.tables import rich_tables
     from selfexplain.runs.run import Run
+    from selfexplain.runs.store import STORE_NAME
 
-    runner = Run(RunConfig(**kwargs))
+    _using_store(Path(cfg.output_dir) / STORE_NAME)
+    check_store_readable(Path(cfg.output_dir) / STORE_NAME)
+    runner = Run(config)
+    _using_store(runner.store.path, runner.store)
     console.print(f"run directory: {runner.dir}")
     results = runner.execute()
     from rich.console import Console
@@ -87,6 +153,7 @@ def runs_cmd(output_dir: str = OUTPUT_DIR) -> None:
     from selfexplain.runs.store import Store
 
     store = Store.open_existing(output_dir)
+    _using_store(store.path, store)
     table = Table(title=f"runs in {store.path}")
     table.add_column("run", overflow="fold", min_width=20)  # ids are copied into other commands: never cut
     for col in ("status", "benchmarks", "subject", "mode", "seed", "updated", "records", "answers"):
@@ -111,6 +178,7 @@ def compare(run_a: str = typer.Argument(..., help="run id (or unique prefix, or 
     from selfexplain.runs.store import Store
 
     store = Store.open_existing(output_dir)
+    _using_store(store.path, store)
     a, b = store.resolve(run_a), store.resolve(run_b)
     deltas = compare_runs(store, a, b)
     if not deltas:
@@ -132,16 +200,28 @@ def report(run: str = typer.Argument(..., help="run id (or unique prefix, or run
            output_dir: str = OUTPUT_DIR,
            out: str = typer.Option("", "--out", help="HTML file to write (default: RUN_DIR/report.html)")) -> None:
     """Write a run's self-contained HTML report (viewable offline)."""
+    if not run.strip():
+        raise ConfigError("no run id given (''); pass a run id, a unique prefix of one or a run directory "
+                          "(`selfexplain runs` lists them)")
+    if out:
+        if Path(out).is_dir() or out.endswith(("/", os.sep)):
+            raise ConfigError(f"--out {out} is a directory; pass the HTML file to write, e.g. "
+                              f"{Path(out) / 'report.html'}")
+        check_output_dir(Path(out).parent, "--out")
     from selfexplain.report.html_page import write_html_report
     from selfexplain.runs.store import Store
 
     if not Path(output_dir, "selfexplain.db").is_file() and Path(run, "..", "selfexplain.db").is_file():
         output_dir = str(Path(run).resolve().parent)  # a run directory given: its store is beside it
     store = Store.open_existing(output_dir)
+    _using_store(store.path, store)
     run_id = store.resolve(run)
     results = store.results(run_id)
     examples = {name: store.examples(run_id, name) for name in results["benchmarks"]}
-    path = write_html_report(results, examples, Path(out) if out else Path(results["run_dir"]) / "report.html")
+    target = Path(out) if out else Path(results["run_dir"]) / "report.html"
+    if not out and target.is_dir():
+        raise ConfigError(f"{target} is a directory; pass --out FILE")
+    path = write_html_report(results, examples, target)
     typer.echo(str(path))
 
 
@@ -162,8 +242,9 @@ def explain(prompt: str = typer.Argument(None, help="user message: question, 'Re
     run_cli(prompt, run_dir, adapter, statement, patch, as_json, interactive)
 
 
-def main() -> None:
-    """Entry point: user mistakes become one line on stderr and exit code 2."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: usage errors print the usage message and exit 2; user mistakes become one line
+    on stderr (`error: ...`) and exit 2. `argv`: the arguments (default: sys.argv[1:])."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -172,28 +253,53 @@ def main() -> None:
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
+    _store.clear()
     try:
-        app(standalone_mode=False)
-    except SelfExplainError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        # standalone_mode=False: errors reach the handlers below; typer then *returns* the code of
+        # typer.Exit (and 130 for Ctrl-C), which must become the process's exit status.
+        if argv is None:
+            code = app(standalone_mode=False)
+        else:
+            code = app(args=list(argv), prog_name="selfexplain", standalone_mode=False)
+    except USAGE_ERRORS as exc:  # NoSuchOption, MissingParameter, BadParameter, ...: usage + 'Error: ...'
+        if type(exc).__name__ != "NoArgsIsHelpError" or exc.format_message().strip():  # help already printed
+            exc.show()
+        sys.exit(exc.exit_code)
+    except ABORTS:
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
+    except SelfExplainError as exc:  # one line even when a value in the message holds a line break
+        typer.echo("error: " + str(exc).replace("\r", "\\r").replace("\n", "\\n"), err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished steps are saved; rerun the same command to resume", err=True)
-        sys.exit(130)
+        _interrupted()
     except OSError as exc:
         if exc.errno == 28:
             typer.echo(f"error: disk full while writing ({exc.filename}); free space and rerun to resume", err=True)
             sys.exit(1)
         raise
-    except sqlite3.OperationalError as exc:  # the results store: full disk, or locked by another writer
-        if "full" in str(exc) or "locked" in str(exc):
-            typer.echo(f"error: results store: {exc}; free space or stop the other run, then rerun to resume",
-                       err=True)
+    except sqlite3.DatabaseError as exc:  # the results store
+        text = " ".join(str(exc).split())
+        where = f"results store {_store['path']}" if _store.get("path") else "results store"
+        _close_store()
+        if isinstance(exc, sqlite3.OperationalError) and ("full" in text or "locked" in text):
+            typer.echo(f"error: {where}: {text}; free space or stop the other run, then rerun to resume", err=True)
             sys.exit(1)
+        if type(exc) is sqlite3.DatabaseError or any(k in text.lower() for k in STORE_FAULTS):
+            what = "is unreadable" if type(exc) is sqlite3.DatabaseError else "cannot be used"
+            typer.echo(f"error: {where} {what} ({text}); move it aside (or restore a backup) or pass another "
+                       f"--output-dir", err=True)
+            sys.exit(2)
         raise
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    if code == 130:
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _interrupted() -> None:
+    typer.echo("interrupted: finished steps are saved; rerun the same command to resume", err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

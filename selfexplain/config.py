@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from selfexplain.errors import ConfigError
 
 ANSWER_MODES = ("ranked", "generated")
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_ITEMS = 10_000_000  # sanity bound for record counts: a typo, not a dataset
+MAX_EPOCHS = 1000
+MAX_LORA_R = 4096
+MAX_BATCH_SIZE = 65536
+MAX_BUDGET_TOKENS = 1_000_000
 
 
 @dataclass
 class RunConfig:
     """Everything that determines a run's results (same config + seed -> same numbers)."""
 
-    benchmarks: str = field(default="patching", metadata={"help": "comma-separated benchmark names"})
+    benchmarks: str = field(default="default", metadata={"help": "comma-separated benchmark names ('default': the "
+                                                       "benchmarks that declare themselves the default suite)"})
     subject: str = field(default="smollm2", metadata={"help": "subject model: registered name, .gguf, dir or HF id"})
     other: str = field(default="gemma3-270m", metadata={"help": "model of the 'other' explainer"})
     explainers: str = field(default="all", metadata={"help": "comma-separated explainer names, or 'all'"})
@@ -56,25 +67,66 @@ class RunConfig:
              "full": {"n_train": 20000, "n_test": 2000, "epochs": 2.0, "batch_size": 8}}
 
     def resolved(self) -> "RunConfig":
-        """A copy with the mode's epochs and batch size filled in and values checked (sizes:
-        `for_benchmark`)."""
+        """A copy with the mode's epochs and batch size filled in and every value checked (sizes:
+        `for_benchmark`). Needs no model: the CLI calls it before anything loads."""
         if self.mode not in self.MODES:
-            raise ConfigError(f"mode must be one of {', '.join(self.MODES)}, not '{self.mode}'")
+            raise ConfigError(f"--mode must be one of {', '.join(self.MODES)}, not {self.mode!r}")
+        self._check_values()
         values = asdict(self)
+        values["benchmarks"] = ",".join(self.benchmark_list())  # 'default' -> the suite's names
         for key in ("epochs", "batch_size"):
             values[key] = values[key] or self.MODES[self.mode][key]
         cfg = RunConfig(**values)
         if (cfg.n_train and cfg.n_train < 8) or (cfg.n_test and cfg.n_test < 4):
-            raise ConfigError("n_train must be >= 8 and n_test >= 4")
+            raise ConfigError("--n-train must be >= 8 and --n-test >= 4 (or 0 for the benchmark's default)")
         if cfg.budget_tokens and cfg.budget_tokens < 32:
-            raise ConfigError("budget_tokens must be >= 32 (or 0 for the mode's default)")
+            raise ConfigError("--budget-tokens must be >= 32 (or 0 for the mode's default)")
         if cfg.answers not in ANSWER_MODES:
-            raise ConfigError(f"answers must be one of {', '.join(ANSWER_MODES)}, not '{cfg.answers}'")
+            raise ConfigError(f"--answers must be one of {', '.join(ANSWER_MODES)}, not {cfg.answers!r}")
         if cfg.epochs <= 0 or cfg.batch_size < 1:
-            raise ConfigError("epochs must be > 0 and batch_size >= 1 (or 0 for the mode's default)")
-        if not 0 < cfg.learning_rate < 1:
-            raise ConfigError("learning_rate must be in (0, 1)")
+            raise ConfigError("--epochs must be > 0 and --batch-size >= 1 (or 0 for the mode's default)")
         return cfg
+
+    def _check_values(self) -> None:
+        """Ranges, finiteness and lists: one ConfigError naming the option, the value and what is allowed."""
+        for name in ("seed", "n_train", "n_test", "lora_r", "batch_size", "n_attribution", "budget_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{_flag(name)} must be an integer, not {value!r}")
+        for name in ("epochs", "learning_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{_flag(name)} must be a number, not {value!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--seed must be an integer in [0, {MAX_SEED}], not {self.seed}")
+        for name, upper, zero in (("n_train", MAX_ITEMS, "the benchmark's default"),
+                                  ("n_test", MAX_ITEMS, "the benchmark's default"),
+                                  ("n_attribution", MAX_ITEMS, "all"),
+                                  ("batch_size", MAX_BATCH_SIZE, "the mode's default"),
+                                  ("budget_tokens", MAX_BUDGET_TOKENS, "the mode's default")):
+            value = getattr(self, name)
+            if not 0 <= value <= upper:
+                raise ConfigError(f"{_flag(name)} must be in [0, {upper:,}] (0: {zero}), not {value:,}")
+        if not 1 <= self.lora_r <= MAX_LORA_R:
+            raise ConfigError(f"--lora-r must be an integer in [1, {MAX_LORA_R}], not {self.lora_r}")
+        if not math.isfinite(self.epochs) or not 0 <= self.epochs <= MAX_EPOCHS:
+            raise ConfigError(f"--epochs must be a number in (0, {MAX_EPOCHS}] (or 0 for the mode's default), "
+                              f"not {self.epochs}")
+        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate < 1):
+            raise ConfigError(f"--learning-rate must be a number in (0, 1), not {self.learning_rate}")
+        for name in ("subject", "other", "output_dir"):
+            if not str(getattr(self, name)).strip():
+                raise ConfigError(f"{_flag(name)} must not be empty")
+        names = self.benchmark_list()
+        if not names:
+            raise ConfigError(f"--benchmarks must name at least one benchmark (comma-separated), "
+                              f"not {self.benchmarks!r}; `selfexplain list` shows them")
+        _no_duplicates("--benchmarks", self.benchmarks, names)
+        explainers = [e.strip() for e in self.explainers.split(",") if e.strip()]
+        if not explainers:
+            raise ConfigError(f"--explainers must name at least one explainer (comma-separated) or be 'all', "
+                              f"not {self.explainers!r}; `selfexplain list` shows them")
+        _no_duplicates("--explainers", self.explainers, explainers)
 
     def for_benchmark(self, sizes: dict[str, dict[str, int]] | None = None) -> "RunConfig":
         """A copy with n_train/n_test set: the user's values, else the benchmark's for the mode."""
@@ -85,7 +137,12 @@ class RunConfig:
         return RunConfig(**values)
 
     def benchmark_list(self) -> list[str]:
-        return [b.strip() for b in self.benchmarks.split(",") if b.strip()]
+        names = [b.strip() for b in self.benchmarks.split(",") if b.strip()]
+        if names == ["default"]:
+            from selfexplain.benchmarks import default_suite
+
+            return default_suite()
+        return names
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -98,3 +155,48 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"{path}: unknown config keys {sorted(unknown)}")
         return cls(**data)
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _no_duplicates(option: str, given: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"{option}: {name!r} is listed twice in {given!r}; name each once")
+        seen.add(name)
+
+
+def check_output_dir(path: str | Path, option: str = "--output-dir") -> Path:
+    """Fail fast (ConfigError, one line) unless `path` is, or can be created as, a writable directory
+    (`option`: the CLI option the path came from, named in the message).
+
+    Creates nothing that stays: an existing directory is probed with a temporary file, a missing
+    one through its nearest existing ancestor with a temporary directory; both are removed at once.
+    """
+    if not str(path).strip():
+        raise ConfigError(f"output directory must not be empty; pass a directory to {option}")
+    path = Path(path)
+    probe = path
+    try:
+        while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
+            probe = probe.parent
+        if probe.is_symlink() and not probe.exists():
+            raise ConfigError(f"output directory {path}: {probe} is a broken symbolic link")
+        if not probe.is_dir():
+            what = "is" if probe == path else f"is inside {probe}, which is"
+            raise ConfigError(f"output directory {path} {what} an existing file, not a directory; "
+                              f"pass another {option}")
+        if probe == path:
+            fd, tmp = tempfile.mkstemp(dir=path, prefix=".selfexplain-write-test-")
+            os.close(fd)
+            os.unlink(tmp)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".selfexplain-write-test-"))
+    except OSError as exc:
+        reason = "the filesystem is read-only" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
+        where = f"cannot write in {path}" if probe == path else f"cannot create {path} in {probe}"
+        raise ConfigError(f"output directory {path}: {where} ({reason}); pass another {option}") from exc
+    return path

@@ -92,3 +92,8 @@ def bootstrap_macro_mean(values: Sequence[float], groups: Sequence[str], seed: i
     boots = np.mean([x[m][_resample_indices(len(m), seed + k)].mean(axis=1) for k, m in enumerate(members)], axis=0)
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return Estimate(value, float(lo), float(hi), len(x))
+
+
+def format_estimate(est: dict[str, float]) -> str:
+    """'value [low, high]' in percent: the one text form of an estimate in every report."""
+    return f"{100 * est['value']:.1f} [{100 * est['low']:.1f}, {100 * est['high']:.1f}]"

@@ -27,6 +27,7 @@ from selfexplain.errors import TrainingError
 from selfexplain.models.generation import encode_answer, encode_query, length_batches
 from selfexplain.techniques.interventions import inject_at_placeholder, left_pad
 from selfexplain.models.loading import LoadedModel, decoder_layers, linears_in_fp32
+from selfexplain.models.prefix_cache import after_prefix, cache_input, prefix_cache, repeat_cache, shared_prefix_length
 from selfexplain.records import Record
 
 
@@ -97,16 +98,6 @@ def _examples(loaded: LoadedModel, records: Sequence[Record]) -> list[tuple[list
 MIN_SHARED_PREFIX = 8
 
 
-def shared_prefix_length(prompts: Sequence[Sequence[int]], stop_token: int | None) -> int:
-    """Tokens every prompt starts with, ending before the first `stop_token` (an injected
-    vector differs per row) and leaving each prompt's last token to predict the answer."""
-    limit = min(len(p) for p in prompts) - 1
-    n = 0
-    while n < limit and prompts[0][n] != stop_token and all(p[n] == prompts[0][n] for p in prompts):
-        n += 1
-    return n
-
-
 def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
                 weights: torch.Tensor | None = None, share_prefix: bool = True) -> torch.Tensor:
     """Cross-entropy on answer tokens only; logits computed just for the answer positions.
@@ -132,11 +123,10 @@ def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
     with contiguous_head_input(loaded.model), loaded.autocast():
         if n_shared:
             prefix = torch.tensor([list(prompts[0][:n_shared])], device=loaded.device)
-            past = loaded.model(input_ids=prefix, use_cache=True).past_key_values
-            past.batch_repeat_interleave(len(rows))
-            ones = torch.ones((len(rows), n_shared), dtype=batch.attention_mask.dtype, device=loaded.device)
-            inputs = {"input_ids": batch.input_ids, "attention_mask": torch.cat([ones, batch.attention_mask], 1),
-                      "position_ids": batch.position_ids + n_shared, "past_key_values": past, "use_cache": True}
+            past = repeat_cache(prefix_cache(loaded.model, prefix), len(rows))  # in place: it requires grad
+            mask, positions = after_prefix(n_shared, batch.attention_mask, batch.position_ids)
+            inputs = {"input_ids": batch.input_ids, "attention_mask": mask, "position_ids": positions,
+                      **cache_input(past), "use_cache": True}
         with inject_at_placeholder(loaded.model, loaded.placeholder_id, vectors, projector):
             logits = loaded.model(**inputs, logits_to_keep=keep).logits
     # Only the scored rows of the logits, contiguous: a log-softmax over a strided vocabulary

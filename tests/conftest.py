@@ -85,3 +85,10 @@ def cache(tmp_path, monkeypatch):
 
 def read_json(path: Path):
     return json.loads(path.read_text())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Integration tests (the real default model) are slow too: `pytest -m "not slow"` is the fast loop."""
+    for item in items:
+        if item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.slow)

@@ -132,10 +132,11 @@ def test_heuristic_baselines(ground_truth, tmp_path):
     subject, cfg, gt = ground_truth
     bench = AblationBenchmark()
     test = [r for r in gt.records if r.split == "test"]
-    made = bench.baselines(BaselineEnv(lambda: subject, cfg, tmp_path))
-    never = made["never-changes"]().explain(test)
+    env = BaselineEnv(lambda: subject, cfg, tmp_path)
+    made = {b.name: b for b in bench.baselines()}
+    never = made["never-changes"].make(env).explain(test)
     assert bench.score(test, never)["exact_match"] == [float(not r.context["changed"]) for r in test]
-    follow = made["hint-follow"]().explain(test)
+    follow = made["hint-follow"].make(env).explain(test)
     for r, e in zip(test, follow):
         assert e.text.startswith("changes to" if r.context["followed_hint"] else "unchanged from")
 
@@ -157,7 +158,8 @@ def test_attribution_baseline_predicts_from_hint_mass(ground_truth, tmp_path):
     train = [r for r in gt.records if r.split == "train"]
     test = [r for r in gt.records if r.split == "test"][:4]
     cfg = RunConfig(**{**cfg.__dict__, "n_attribution": 16})
-    explainer = bench.baselines(BaselineEnv(lambda: subject, cfg, tmp_path))["occlusion"]()
+    spec = next(b for b in bench.baselines() if b.name == "occlusion")
+    explainer = spec.make(BaselineEnv(lambda: subject, cfg, tmp_path))
     explainer.fit(train)
     assert explainer.fit_stats["n_fit"] == 8
     out = explainer.explain(test)

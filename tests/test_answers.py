@@ -9,7 +9,7 @@ from selfexplain.benchmarks.ablation.benchmark import AblationBenchmark
 from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError
-from selfexplain.models.generation import Decoding, answer_logprobs, encode_query, greedy_generate, pick_answers
+from selfexplain.models.generation import Decoding, encode_query, greedy_generate, option_logprobs, pick_answers
 from selfexplain.techniques.interventions import inject_at_placeholder
 from selfexplain.records import Provenance, Record
 from selfexplain.training import make_projector
@@ -45,8 +45,8 @@ def test_candidate_logprobs_equal_full_forwards(tiny, with_prefix):
     prompts = [encode_query(tiny, p, add_special_tokens=not with_prefix) for p in PROMPTS]
     cands = [[tok(" " + c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in row]
              for row in CANDIDATES]
-    got = answer_logprobs(tiny, prompts, cands, vectors, projector, batch_size=2, prefix=prefix or None,
-                          prefix_vectors=prefix_vectors)
+    got = [row.tolist() for row in option_logprobs(tiny, prompts, cands, vectors, projector, batch_size=2,
+                                                   prefix=prefix or None, prefix_vectors=prefix_vectors)]
     assert [len(g) for g in got] == [len(c) for c in CANDIDATES]
     for p, v, row, scores in zip(prompts, vectors, cands, got):
         expected = [reference(tiny, prefix, prefix_vectors, p, v, c, projector) for c in row]
@@ -69,8 +69,8 @@ def test_pick_answers_takes_the_likeliest_candidate_and_decodes_the_rest(tiny):
     picked = pick_answers(tiny, prompts, records, decoding, end)
     tok = tiny.tokenizer
     for i in (0, 2):
-        scores = answer_logprobs(tiny, [prompts[i]], [[tok(" " + c, add_special_tokens=False)["input_ids"] + end
-                                                      for c in CANDIDATES[i]]])[0]
+        scores = option_logprobs(tiny, [prompts[i]], [[tok(" " + c, add_special_tokens=False)["input_ids"] + end
+                                                      for c in CANDIDATES[i]]])[0].tolist()
         assert picked[i] == (CANDIDATES[i][scores.index(max(scores))], 1 + len(CANDIDATES[i]))
     (free,) = greedy_generate(tiny, [prompts[1]], max_new_tokens=4)
     assert picked[1][0] == free

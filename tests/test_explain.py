@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from selfexplain.benchmarks.ablation.benchmark import AblationBenchmark
+from selfexplain.benchmarks.ablation.live import parse_prompt
 from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark
+from selfexplain.benchmarks.patching.live import PatchSpec
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError, DataError
-from selfexplain.explain import PatchSpec, Session, parse_prompt, run_cli
+from selfexplain.explain import Session, run_cli
 from selfexplain.explainers.base import Explainer, Explanation
 from selfexplain.techniques.interventions import Patch, patch_residual, record_residual
 
@@ -105,7 +107,7 @@ def test_ablation_claim_is_checked_against_independent_forwards(session):
     # The query is exactly the benchmark's training query for this prompt.
     query = AblationBenchmark().query(session.subject.tokenizer, parse_prompt(HINTED).question, HINT, hinted)
     assert claim.details["query"] == query
-    from selfexplain.benchmarks.base import parse_change_answer
+    from selfexplain.benchmarks.change import parse_change_answer
 
     said, truth = parse_change_answer(claim.claim), parse_change_answer(claim.measured)
     assert claim.status == ("unparseable" if said[0] is None else "confirmed" if said == truth else "refuted")

@@ -167,7 +167,9 @@ def test_a_shared_prefix_runs_once_with_the_same_numbers(tiny):
     """Perturbations of one input share its first tokens: they run once (KV cache) for the
     whole batch, with the same probabilities as plain full forwards, for single- and multi-token
     options, and with rows of different lengths (left padding after the prefix)."""
-    from selfexplain.benchmarks.rationales.faithfulness import MIN_SHARED_PREFIX, common_prefix, option_log_likelihoods
+    from selfexplain.benchmarks.rationales.faithfulness import MIN_SHARED_PREFIX, SUBJECT_LAYOUT
+    from selfexplain.models.generation import option_logprobs
+    from selfexplain.models.prefix_cache import shared_prefix_length as common_prefix
 
     gen = torch.Generator().manual_seed(1)
     head = torch.randint(4, len(tiny.tokenizer), (MIN_SHARED_PREFIX + 4,), generator=gen).tolist()
@@ -187,8 +189,8 @@ def test_a_shared_prefix_runs_once_with_the_same_numbers(tiny):
             logits = tiny.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
             assert torch.allclose(row, torch.softmax(logits[[5, 6, 9]], -1), atol=1e-5)
     options = [[5, 8, 2], [6], [9, 9]]
-    shared = option_log_likelihoods(tiny, prompts, [options] * len(prompts), batch_size=4)
-    single = [option_log_likelihoods(tiny, [p], [options], batch_size=1)[0] for p in prompts]
+    shared = option_logprobs(tiny, prompts, [options] * len(prompts), batch_size=4, layout=SUBJECT_LAYOUT)
+    single = [option_logprobs(tiny, [p], [options], batch_size=1, layout=SUBJECT_LAYOUT)[0] for p in prompts]
     for a, b in zip(shared, single):
         assert torch.allclose(a, b, atol=1e-5)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from selfexplain.report.html_page import FAMILIES, FAMILY_INFO, family, render_html, script_json, write_html_report
+from selfexplain.report.html_page import FAMILY_INFO, family, render_html, script_json, write_html_report
 
 PAYLOAD = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 EVIL_NAME = 'evil<img src=x onerror="window.__pwned=3">'
@@ -61,6 +61,9 @@ def _pair(rival: str, v: float) -> dict:
 
 ABLATION_EXPLAINERS = {"self": 0.7, "other": 0.6, "zero-shot": 0.1, "4-shot": 0.3, "occlusion": 0.65,
                        "lime": 0.55, "never-changes": 0.5, "hint-follow": 0.75}
+FAMILY_OF = {"self": "self", "other": "other", "zero-shot": "untrained", "4-shot": "untrained", "occlusion": "post-hoc",
+             "lime": "post-hoc", "never-changes": "heuristic", "hint-follow": "heuristic",
+             "integrated-gradients": "post-hoc", "human": "human"}
 
 
 def synthetic_results() -> dict:
@@ -68,6 +71,11 @@ def synthetic_results() -> dict:
                             seconds=1e-6 if n in ("never-changes", "hint-follow") else 0.2 if n != "occlusion" else 3.0)
                   for n, v in ABLATION_EXPLAINERS.items()}
     explainers["occlusion"]["info"] = {"method": "occlusion", "threshold": 0.21, "n_fit": 20}
+    for name, stats in explainers.items():
+        stats.update(family=FAMILY_OF[name], description=f"what {name} is", reference=False)
+    from selfexplain.benchmarks import get_benchmark
+
+    declared = get_benchmark("ablation")  # the real declaration: metrics, facts and charts
     ablation = {
         "ground_truth": {"n_questions": 50, "subject_accuracy_unpatched": 0.78, "n_raw_records": 300,
                          "raw_changed_rate": 0.15, "train_changed_rate": 0.5, "test_changed_rate": 0.5,
@@ -76,7 +84,13 @@ def synthetic_results() -> dict:
         "n_train": 100, "n_test": 30, "primary_metric": "exact_match", "explainers": explainers, "multitask": False,
         "self_vs_best_other": _pair("hint-follow", -0.05), "self_vs_other": _pair("other", 0.1),
         "self_vs": {n: _pair(n, 0.7 - v) for n, v in ABLATION_EXPLAINERS.items() if n != "self"},
+        "metrics": [m.to_dict() for m in declared.metrics], "scoring_text": declared.scoring_text,
+        "ground_truth_text": declared.ground_truth_text,
     }
+    ablation["ground_truth"]["subject_accuracy_unhinted"] = ablation["ground_truth"].pop("subject_accuracy_unpatched")
+    ablation["facts"] = [f.to_dict() for f in declared.report_facts(ablation["ground_truth"])]
+    ablation["charts"] = [c.to_dict() for c in declared.report_charts(ablation["ground_truth"])]
+    ablation["notes"] = declared.report_notes(ablation)
     # a future benchmark: other metric names, older/missing keys, an unregistered explainer name
     eraser_stats = {
         "self": {"comprehensiveness": _est(0.4), "sufficiency": _est(0.3), "parse_rate": 0.9,
@@ -85,9 +99,15 @@ def synthetic_results() -> dict:
         EVIL_NAME: {"comprehensiveness": _est(0.2), "sufficiency": _est(0.1), "parse_rate": 1.0,
                     "cost": {"forward_passes": 1, "seconds": 0.0}},
     }
+    eraser_stats["self"]["family"] = "self"
+    eraser_stats["integrated-gradients"]["family"] = "post-hoc"  # EVIL_NAME declares none: 'reference'
     eraser = {"ground_truth": {}, "n_train": 10, "n_test": 30, "primary_metric": "comprehensiveness",
-              "explainers": eraser_stats}
-    return {"run_dir": "/runs/ablation-smollm2-seed0-<b>x</b>",
+              "explainers": eraser_stats,
+              "metrics": [{"name": "comprehensiveness", "label": "comprehensiveness", "higher_is_better": True,
+                           "primary": True, "percent": True},
+                          {"name": "sufficiency", "label": "sufficiency (lower is better)", "higher_is_better": False,
+                           "primary": False, "percent": True}]}
+    return {"schema_version": 2, "run_dir": "/runs/ablation-smollm2-seed0-<b>x</b>",
             "config": {"subject": "smollm2", "other": "gemma3-270m", "seed": 0, "mode": "quick",
                        "benchmarks": "ablation,eraser"},
             "versions": {"selfexplain": "0.1.0", "torch": "2.13.0+cpu"},
@@ -147,12 +167,22 @@ def test_script_json_roundtrip_and_escaping():
     assert json.loads(text) == {"a": obj["a"], "n": [1, 2.5, None, None], "t": True}
 
 
-def test_families_have_a_home_and_a_fallback():
-    from selfexplain.explainers import EXPLAINERS
+def test_families_come_from_the_declaration():
+    results = synthetic_results()
+    ablation, eraser = results["benchmarks"]["ablation"], results["benchmarks"]["eraser"]
+    assert family(ablation, "hint-follow") == "heuristic" and family(ablation, "occlusion") == "post-hoc"
+    assert family(eraser, EVIL_NAME) == "reference"  # an explainer without a declared family
+    assert set(FAMILY_INFO) == {"self", "other", "untrained", "human", "post-hoc", "heuristic", "reference"}
 
-    assert set(EXPLAINERS) <= set(FAMILIES)  # every registered explainer has a family
-    assert family("attention-grad") == "human" and family("8-shot") == "untrained"
-    assert family("something-new") == "unclassified"
+
+def test_lower_is_better_metric_ranks_and_verdicts_the_right_way():
+    from selfexplain.report.html_page import ranked
+
+    eraser = synthetic_results()["benchmarks"]["eraser"]
+    eraser["primary_metric"] = "sufficiency"
+    for m in eraser["metrics"]:
+        m["primary"] = m["name"] == "sufficiency"
+    assert ranked(eraser)[0] == EVIL_NAME  # sufficiency 0.1: the lowest is the best
 
 
 def test_older_results_without_optional_keys(tmp_path):
@@ -251,5 +281,5 @@ def test_report_in_headless_chromium(tmp_path):
     colours = img.getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 200  # header, text and cards: not a blank page
     bars = {c for _, c in Image.open(io.BytesIO(chart)).convert("RGB").getcolors(maxcolors=1 << 20)}
-    for fam in ("self", "other", "human", "heuristic"):  # a bar in each family's colour was drawn
+    for fam in ("self", "other", "post-hoc", "heuristic"):  # a bar in each family's colour was drawn
         assert tuple(int(FAMILY_INFO[fam][1][i:i + 2], 16) for i in (1, 3, 5)) in bars, fam

@@ -50,9 +50,10 @@ def test_said_changed_rate_and_one_sided_caveat():
     from selfexplain.benchmarks.ablation.benchmark import AblationBenchmark
     from selfexplain.explainers.base import Explanation
     from selfexplain.records import Provenance, Record
-    from selfexplain.report.tables import comparison_lines, one_sided
+    from selfexplain.report.tables import comparison_lines
 
     bench = AblationBenchmark()
+    one_sided = bench.one_sided
     recs = [Record(f"r{i}", "ablation", "test", f"g{i}", "q", "changes to B" if i % 2 else "unchanged from A",
                    Provenance("s", "t", {}, 0), {"unhinted_answer": "B" if i % 2 else "A", "changed": bool(i % 2)})
             for i in range(40)]
@@ -65,7 +66,8 @@ def test_said_changed_rate_and_one_sided_caveat():
     assert one_sided({"said_changed_rate": 0.96}) == "answered 'changes' on 96.0% of the items"
     pair = {"metric": "exact_match", "best_other": "other",
             "difference": {"value": 0.2, "low": 0.1, "high": 0.3}}
-    bench_result = {"self_vs_other": pair, "explainers": {"other": stats}}
+    bench_result = {"self_vs_other": pair, "explainers": {"other": {**stats, "one_sided": one_sided(stats)}},
+                    "metrics": [m.to_dict() for m in bench.metrics]}
     [line] = comparison_lines(bench_result)
     assert line.endswith("self wins (other answered 'unchanged' on 100.0% of the items: it learned a constant "
                          "answer, not the task).")

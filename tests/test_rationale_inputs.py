@@ -17,7 +17,8 @@ import torch
 from selfexplain.benchmarks.rationales.eraser import (KNOWN_CLASSES, EraserItem, Evidence, document_text, evidence_token_mask,
                                 load_eraser, token_char_offsets)
 from selfexplain.errors import ConfigError, DataError
-from selfexplain.benchmarks.rationales.faithfulness import class_probabilities, option_log_likelihoods
+from selfexplain.benchmarks.rationales.faithfulness import SUBJECT_LAYOUT, checked_options, class_probabilities
+from selfexplain.models.generation import option_logprobs
 from selfexplain.benchmarks.rationales.inputs import (RationaleInput, RationaleTemplate, accuracy, build_inputs, chat_parts,
                                           choose_window, load_rationale_templates, option_probabilities, predict,
                                           template_for)
@@ -338,6 +339,12 @@ def test_hand_items_on_word_tokenizer(word_tok):
 
 
 # ----- predictions on the tiny model --------------------------------------------------------
+def option_log_likelihoods(subject, prompts, options, batch_size=16):
+    """Option log-likelihoods as `predict` computes them (checked inputs, the subject's layout)."""
+    return option_logprobs(subject, prompts, checked_options(subject, prompts, options), batch_size=batch_size,
+                           layout=SUBJECT_LAYOUT)
+
+
 def _hand_log_likelihood(model, prompt: list[int], option: list[int]) -> float:
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([prompt + option])).logits[0].float().log_softmax(-1)

@@ -175,7 +175,7 @@ def test_run_reports_every_explainer_per_dataset(rationale_run):
     md = (Path(res["run_dir"]) / "results.md").read_text()
     assert "### rationales: movies" in md and "### rationales: cose" in md
     html = (Path(res["run_dir"]) / "report.html").read_text()
-    assert "<h3>Per dataset</h3>" in html and "<h4>movies</h4>" in html and "1 malformed rows" in html
+    assert "<h3>Breakdown</h3>" in html and "<h4>movies</h4>" in html and "1 malformed rows" in html
     assert "never changes" not in html.split("<h3>Ground truth</h3>")[1][:400]
 
 
@@ -304,5 +304,5 @@ def test_missing_data_is_a_one_line_error(tmp_path, monkeypatch):
         Run(RunConfig(benchmarks="rationales", output_dir=str(tmp_path)))
     with pytest.raises(DataError, match="movies not found"):
         Run(RunConfig(benchmarks="rationales", sources=f"movies:{tmp_path / 'nope'}", output_dir=str(tmp_path)))
-    with pytest.raises(ConfigError, match="budget_tokens"):
+    with pytest.raises(ConfigError, match="budget-tokens"):
         Run(RunConfig(benchmarks="rationales", budget_tokens=8, output_dir=str(tmp_path)))

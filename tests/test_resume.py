@@ -66,6 +66,7 @@ def reference(tiny_dirs, tmp_path_factory):
     return store.results(run.id), _rows(out)
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_to_identical_results(tiny_dirs, tmp_path, reference):
     ref_results, (ref_counts, ref_preds) = reference
     for crash in CRASHES:

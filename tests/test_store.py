@@ -27,7 +27,7 @@ def _finished_run(store: Store, run_id: str, values: list[float]) -> None:
     store.add_predictions(run_id, "b", "self", 0, test, [Explanation(f"a{v}", 1, 0.1) for v in values])
     store.complete_predictions(run_id, "b", "self", len(test), {"threshold": 0.3})
     mean = sum(values) / len(values)
-    results = {"run_dir": "", "config": {}, "benchmarks": {"b": {
+    results = {"schema_version": 2, "run_dir": "", "config": {}, "benchmarks": {"b": {
         "primary_metric": "exact_match",
         "explainers": {"self": {"exact_match": {"value": mean, "low": 0.0, "high": 1.0, "n": len(values)}}}}}}
     store.finish_run(run_id, results, {"b": {"self": {r.id: {"exact_match": v} for r, v in zip(test, values)}}})

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import random
-import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError
 from selfexplain.explainers.base import Explainer, Explanation
 from selfexplain.models.generation import Decoding
-from selfexplain.metrics import bootstrap_macro_f1, bootstrap_mean
 from selfexplain.models.loading import LoadedModel
 from selfexplain.records import Record
-
-_CHANGE_ANSWER = re.compile(r"^\s*(unchanged from|changes to)\s+(.+?)\s*\.?\s*$", re.IGNORECASE)
-
+from selfexplain.templates import template_digest
 
 @dataclass
 class BaselineEnv:
@@ -34,18 +29,122 @@ class BaselineEnv:
 
 @dataclass
 class GroundTruth:
-    """A benchmark's records plus facts about them every report shows."""
+    """A benchmark's records plus statistics about them (stored; the report reads `report_facts`)."""
 
     records: list[Record]
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class BaselineSpec:
+    """A baseline a benchmark brings: its name, family (explainers.families), what it is, and how to
+    build it for a run. `reference`: shown for scale (e.g. the training target), never a rival."""
+
+    name: str
+    family: str
+    description: str
+    make: Callable[[BaselineEnv], Explainer]
+    reference: bool = False
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric a benchmark reports: the key of its estimate in each explainer's summary, a label,
+    its direction, and whether it is the primary one (exactly one is). `percent`: shown x100."""
+
+    name: str
+    label: str
+    higher_is_better: bool = True
+    primary: bool = False
+    percent: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FACT_KINDS = ("percent", "count", "seconds", "number", "text")
+
+
+@dataclass(frozen=True)
+class ReportFact:
+    """One labelled value about a benchmark's ground truth, shown by every report as is.
+    `headline` facts also open the benchmark's section; `group` names the table it sits in."""
+
+    label: str
+    value: Any
+    kind: str = "number"
+    note: str = ""
+    headline: bool = False
+    group: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReportChart:
+    """A chart of ground-truth shares: `kind` 'split' (each row a share of `labels[0]` vs
+    `labels[1]`) or 'bars' (each row one share)."""
+
+    title: str
+    kind: str
+    rows: dict[str, float]
+    labels: tuple[str, str] = ("", "")
+    axis: str = "share of records (%)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A table a benchmark adds to its report section (e.g. per dataset), already formatted."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    lead: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LiveClaims:
+    """How `selfexplain explain` checks this benchmark's claims live on a user's prompt.
+
+    `checks(session, prompt, patches)` returns explain.Check (ask the explainer, compare with a
+    measurement) or explain.Claim (not available, and why) objects; `prompt` is the user's
+    prompt as the answering benchmark's `parse` read it, `patches` the command's --patch
+    strings, passed through unread (a benchmark that takes them parses them).
+    The optional hooks make a benchmark the one that reads the subject's answer (explain uses
+    the first benchmark of the run that has `answer`, else any registered one):
+    `parse(text, statement) -> prompt` (raises DataError on a prompt it cannot read; runs before
+    any model loads), `answer(session, prompt) -> explain.Answer` (the subject's answer and
+    option probabilities), and `check_patches(patches)` (raises ConfigError on --patch strings
+    it cannot read, before any model loads).
+    """
+
+    about: str
+    checks: Callable[..., list]
+    parse: Callable[..., Any] | None = None
+    answer: Callable[..., Any] | None = None
+    check_patches: Callable[..., None] | None = None
+
+
 class Benchmark(ABC):
-    """A task comparing explainers on ground truth computed on the subject itself."""
+    """A task comparing explainers on ground truth computed on the subject itself.
+
+    The declaration below is all the rest of selfexplain reads: runs, the store, reports,
+    `compare`, `explain` and the CLI discover a benchmark from it (docs/adding-a-benchmark.md).
+    """
 
     name: str = "benchmark"
     description: str = ""
-    primary_metric: str = "exact_match"
+    # "closed" (answers from `candidates()`), "ranking" (ranked input positions) or "free" (text).
+    answer_format: str = "free"
+    # Every metric `summarize` reports, with its direction; exactly one is primary.
+    metrics: tuple[MetricSpec, ...] = ()
     # Record counts per mode (RunConfig.for_benchmark); the user's --n-train/--n-test win.
     sizes: dict[str, dict[str, int]] = {"quick": {"n_train": 1500, "n_test": 400},
                                         "full": {"n_train": 20000, "n_test": 2000}}
@@ -54,12 +153,25 @@ class Benchmark(ABC):
     default_sources: tuple[str, ...] = ()
     # The run's generic explainers that apply (the others come from `baselines`).
     generic_explainers: frozenset[str] = frozenset({"self", "other", "zero-shot", "4-shot", "nearest-neighbour"})
-    # Explainers shown for reference (e.g. the training target itself), never "the best other".
-    reference_explainers: frozenset[str] = frozenset()
+    # Record.context keys that are ground truth: explainers answering a query never see them.
+    truth_keys: frozenset[str] = frozenset()
     # How generating explainers write this benchmark's answers (length, repeats).
     decoding: Decoding = Decoding()
     # Passes over this benchmark's training batches per epoch, by mode (default 1).
     train_repeats: dict[str, int] = {}
+    # Data files (package, file name) besides the package's own prompts.json whose content the
+    # ground truth depends on: their hashes are part of a run's identity.
+    data_files: tuple[tuple[str, str], ...] = ()
+    # Bump when the ground-truth code changes what it computes: part of a run's identity.
+    ground_truth_version: int = 1
+    # Prose the report shows: how answers are scored (leaderboard) and what the ground truth is.
+    scoring_text: str = ("Every explainer answers the same held-out questions about the subject; an answer counts "
+                         "as right when it matches what the subject actually did.")
+    ground_truth_text: str = ""
+    # Whether `selfexplain run` without --benchmarks runs this benchmark.
+    default_suite: bool = False
+    # Optional live checks for `selfexplain explain`.
+    live: LiveClaims | None = None
 
     @abstractmethod
     def build_records(self, subject: LoadedModel, config: RunConfig, progress=None) -> GroundTruth:
@@ -73,6 +185,43 @@ class Benchmark(ABC):
     def summarize(self, records: Sequence[Record], scores: dict[str, list], seed: int) -> dict[str, Any]:
         """Metric estimates (with CIs) from per-item scores."""
 
+    # ----- the declaration's derived views ---------------------------------------------------
+    @property
+    def primary_metric(self) -> str:
+        primary = [m.name for m in self.metrics if m.primary]
+        if len(primary) != 1:
+            raise ConfigError(f"benchmark '{self.name}' must declare exactly one primary metric, not {primary}")
+        return primary[0]
+
+    def metric(self, name: str) -> MetricSpec:
+        return next(m for m in self.metrics if m.name == name)
+
+    def baselines(self) -> list[BaselineSpec]:
+        """Benchmark-specific baselines, built lazily by the run (some load models or run captum)."""
+        return []
+
+    def reference_explainers(self) -> frozenset[str]:
+        return frozenset(b.name for b in self.baselines() if b.reference)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything of the benchmark that changes what a run computes: its parameters (plain
+        values set in __init__), sizes, training repeats, decoding, prompt/data file hashes and
+        ground-truth code version. Part of the run directory's digest; saved in config.json."""
+        params = {k: v for k, v in sorted(vars(self).items())
+                  if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
+        files = [(type(self).__module__.rpartition(".")[0], "prompts.json"), *self.data_files]
+        digests = {}
+        for package, name in files:
+            try:
+                digests[f"{package}/{name}"] = template_digest(package, name)
+            except (FileNotFoundError, ModuleNotFoundError):
+                continue
+        decoding = {k: v for k, v in asdict(replace(self.decoding, candidates=None)).items() if k != "candidates"}
+        return {"params": params, "sizes": self.sizes, "train_repeats": self.train_repeats, "decoding": decoding,
+                "files": digests, "ground_truth_version": self.ground_truth_version,
+                "class": f"{type(self).__module__}.{type(self).__qualname__}"}
+
+    # ----- answers ----------------------------------------------------------------------------
     def instruction(self) -> str:
         """Instruction that precedes prompted (zero/few-shot) queries."""
         return ""
@@ -85,7 +234,7 @@ class Benchmark(ABC):
         """How generating explainers answer this benchmark under the run's `--answers` mode:
         'ranked' picks the likeliest candidate where the benchmark has a closed answer set,
         'generated' decodes freely (greedy) and parses."""
-        if answers == "ranked":
+        if answers == "ranked" and self.answer_format == "closed":
             return replace(self.decoding, candidates=self.candidates)
         return self.decoding
 
@@ -102,25 +251,53 @@ class Benchmark(ABC):
             cache[key] = subject.tokenizer(" " + option, add_special_tokens=False)["input_ids"][0]
         return cache[key]
 
-    def baselines(self, env: BaselineEnv) -> dict[str, Callable[[], Explainer]]:
-        """Benchmark-specific baselines by name, built lazily (some load models or run captum)."""
-        return {}
-
     def validate(self, config: RunConfig) -> None:  # noqa: B027 - optional hook
         """Fail fast (before any model loads) on config this benchmark cannot run, e.g. missing data."""
 
     def prepare(self, env: BaselineEnv) -> None:  # noqa: B027 - optional hook
         """Called before scoring: benchmarks whose metrics run the subject keep `env`."""
 
+    # ----- report cards -------------------------------------------------------------------------
     def describe(self, stats: dict[str, Any]) -> str:
         """One line about the ground truth, printed before the explainers run."""
-        return (f"subject accuracy {stats.get('subject_accuracy_unpatched', float('nan')):.1%}; "
-                f"raw changed rate {stats.get('raw_changed_rate', float('nan')):.1%}")
+        return "; ".join(f"{f.label} {format_fact(f)}" for f in self.report_facts(stats) if f.headline)
+
+    def report_facts(self, stats: dict[str, Any]) -> list[ReportFact]:
+        """The ground-truth facts every report shows (labelled values; the report knows no keys)."""
+        return []
+
+    def report_charts(self, stats: dict[str, Any]) -> list[ReportChart]:
+        """Ground-truth charts for the HTML report (shares: balance, breakdowns)."""
+        return []
+
+    def report_tables(self, section: dict[str, Any]) -> list[ReportTable]:
+        """Extra tables of this benchmark's report section, from its results section."""
+        return []
+
+    def report_notes(self, section: dict[str, Any]) -> list[str]:
+        """Sentences about the leaderboard (e.g. what a constant answer scores)."""
+        return []
 
     def comparisons(self, records: Sequence[Record], per_item: dict[str, dict[str, dict]],
                     summaries: dict[str, dict], seed: int) -> dict[str, Any]:
         """Comparisons beyond the run's paired primary-metric ones (e.g. per dataset)."""
         return {}
+
+
+def format_fact(fact: ReportFact) -> str:
+    """A fact's value as text: the one formatting every report uses."""
+    v = fact.value
+    if fact.kind == "text" or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if v != v:
+        return "–"
+    if fact.kind == "percent":
+        return f"{100 * v:.1f}%"
+    if fact.kind == "count":
+        return f"{int(v):,}"
+    if fact.kind == "seconds":
+        return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
+    return f"{v:.4g}"
 
 
 def sources_for(config: RunConfig, bench: Benchmark) -> list[str]:
@@ -130,76 +307,14 @@ def sources_for(config: RunConfig, bench: Benchmark) -> list[str]:
     `default_sources` when there are none.
     """
     known = bench.sources
+    if not known:
+        return []  # a benchmark that builds its own inputs reads no --sources
     picked = [s.strip() for s in config.sources.split(",") if s.strip().partition(":")[0] in known]
     if not picked and bench.default_sources:
         return list(bench.default_sources)
     if not picked:
         raise ConfigError(f"benchmark '{bench.name}' reads sources {', '.join(known)}; got --sources {config.sources!r}")
     return picked
-
-
-def normalize(text: str) -> str:
-    return re.sub(r"[^\w]+", " ", text.lower()).strip()
-
-
-def parse_change_answer(text: str) -> tuple[bool | None, str]:
-    """(changed?, answer content) of "unchanged from X" / "changes to Y"; (None, '') when unparseable."""
-    m = _CHANGE_ANSWER.match(text.strip().split("\n")[0])
-    if not m:
-        return None, ""
-    return m.group(1).lower() == "changes to", normalize(m.group(2))
-
-
-class ChangeBenchmark(Benchmark):
-    """Benchmarks whose answers are "unchanged from X" / "changes to Y" after an intervention.
-
-    Records carry context['changed'] and context[after_key] (the subject's answer after the
-    intervention); scoring is exact match, has-changed macro-F1 and content match.
-    """
-
-    after_key: str = "answer_after"
-    before_key: str = "answer_before"  # the subject's answer without the intervention
-    # Subclasses hold templates `t` with "answer_unchanged" and "answer_changed" ({answer}).
-    t: dict[str, Any]
-
-    def options(self, record: Record) -> list[str]:
-        """Every answer the subject could change to (the record's options)."""
-        raise NotImplementedError
-
-    def candidates(self, record: Record) -> list[str]:
-        """"unchanged from <answer before>", and "changes to <o>" for every other option."""
-        before = record.context[self.before_key]
-        return [self.t["answer_unchanged"].format(answer=before)] + [
-            self.t["answer_changed"].format(answer=o) for o in self.options(record) if o != before]
-
-    def score(self, records: Sequence[Record], explanations: Sequence[Explanation]) -> dict[str, list]:
-        out: dict[str, list] = {"exact_match": [], "changed_pred": [], "changed_true": [], "content_match": [],
-                                "parsed": []}
-        for r, e in zip(records, explanations):
-            pred_changed, pred_content = parse_change_answer(e.text)
-            true_changed, true_content = parse_change_answer(r.answer)
-            out["exact_match"].append(float(pred_changed == true_changed and pred_content == true_content))
-            out["changed_pred"].append(pred_changed)
-            out["changed_true"].append(true_changed)
-            out["content_match"].append(float(pred_content == normalize(r.context[self.after_key])))
-            out["parsed"].append(float(pred_changed is not None))
-        return out
-
-    def summarize(self, records: Sequence[Record], scores: dict[str, list], seed: int) -> dict[str, Any]:
-        right = [i for i, r in enumerate(records) if r.context.get("subject_correct")]
-        return {
-            "exact_match": bootstrap_mean(scores["exact_match"], seed).to_dict(),
-            "changed_macro_f1": bootstrap_macro_f1(scores["changed_true"], scores["changed_pred"], seed).to_dict(),
-            "content_match": bootstrap_mean(scores["content_match"], seed).to_dict(),
-            "parse_rate": float(sum(scores["parsed"]) / max(1, len(scores["parsed"]))),
-            # share of parsed answers that say "changes": near 0 or 1, an explainer answers one way
-            "said_changed_rate": float(np.mean(said)) if (said := [p for p in scores["changed_pred"] if p is not None])
-            else float("nan"),
-            "exact_match_subject_correct": bootstrap_mean([scores["exact_match"][i] for i in right], seed).to_dict(),
-        }
-
-    def example_key(self, record: Record) -> str:
-        return "changed" if record.context["changed"] else "unchanged"
 
 
 def balanced_sample(records: list[Record], key: Callable[[Record], Any], n: int,

@@ -6,13 +6,12 @@ prefix whose next token is the answer. Malformed rows raise a DataError naming f
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Iterator
 
+from selfexplain.data.jsonl import read_jsonl
 from selfexplain.errors import DataError
 from selfexplain.templates import load_templates
 
@@ -38,24 +37,6 @@ def data_root(explicit: str | Path | None) -> Path | None:
     if not path.is_dir():
         raise DataError(f"data root {path} is not a directory")
     return path
-
-
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
-    """(line number, row) for each row; malformed rows raise a DataError with file:line."""
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            missing = [k for k in required if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-            yield lineno, row
 
 
 def embedded_facts() -> list[Fact]:

@@ -1,38 +1,34 @@
-"""Explainers: everything that answers queries about the subject, behind one signature."""
+"""Explainers: everything that answers queries about the subject, behind one signature.
+
+The generic explainers below run on any benchmark that lists them (`Benchmark.generic_explainers`);
+every other explainer is a baseline a benchmark declares itself (`Benchmark.baselines()`).
+"""
 
 from selfexplain.explainers.base import Explainer, Explanation
 from selfexplain.explainers.baselines import HeuristicExplainer, MajorityExplainer, NearestNeighbour
+from selfexplain.explainers.families import FAMILIES
 from selfexplain.explainers.lora import LoRAExplainer
 from selfexplain.explainers.prompting import PromptedExplainer
 
-EXPLAINERS = {  # cheapest first, so partial results appear early
-    "never-changes": "patching/ablation heuristic: the answer never changes",
-    "layer-token-prior": "patching heuristic: training change rate per (layer block, token, relation) "
-                         "+ the subject's unpatched answers",
-    "majority": "ablation heuristic: the most frequent answer kind in training",
-    "hint-follow": "ablation heuristic: 'changes' exactly when the subject's hinted answer is the hinted option",
-    "nearest-neighbour": "the answer of the most similar training query (TF-IDF)",
-    "zero-shot": "the untrained subject, prompted with the instruction only",
-    "4-shot": "the untrained subject, prompted with 4 solved training examples",
-    "self": "the subject + a LoRA adapter trained on the subject's ground truth",
-    "other": "a different model (+ LoRA + vector projector) trained on the same records",
-    "human": "rationales: the human evidence spans (ERASER annotators), unranked",
-    "random": "rationales: document words in a seeded random order",
-    "attention-last": "last-layer attention (ablation: mass on the hint, thresholded; rationales: ranked words)",
-    "attention-rollout": "attention rollout (ablation: mass on the hint, thresholded; rationales: ranked words)",
-    "integrated-gradients": "integrated gradients (ablation: mass on the hint, thresholded; rationales: ranked words)",
-    "occlusion": "word occlusion (ablation: mass on the hint, thresholded; rationales: ranked words, the "
-                 "training target itself, shown as the ceiling)",
-    "lime": "LIME (ablation: mass on the hint, thresholded; rationales: ranked words)",
-    "kernel-shap": "KernelSHAP (ablation: mass on the hint, thresholded; rationales: ranked words)",
+# name -> (family, description); cheapest first, so partial results appear early.
+GENERIC_EXPLAINERS: dict[str, tuple[str, str]] = {
+    "nearest-neighbour": ("heuristic", "the answer of the most similar training query (TF-IDF)"),
+    "zero-shot": ("untrained", "the untrained subject, prompted with the instruction only"),
+    "4-shot": ("untrained", "the untrained subject, prompted with 4 solved training examples"),
+    "self": ("self", "the subject + a LoRA adapter trained on the subject's ground truth"),
+    "other": ("other", "a different model (+ LoRA + vector projector) trained on the same records"),
 }
-# Explainers every benchmark runs; the others come from Benchmark.baselines().
-GENERIC_EXPLAINERS = {"self", "other", "zero-shot", "4-shot", "nearest-neighbour"}
 
 
 def list_explainers() -> dict[str, str]:
-    return dict(EXPLAINERS)
+    """Every explainer name: the generic ones, then each registered benchmark's baselines."""
+    from selfexplain.benchmarks import all_baselines
+
+    out = {name: desc for name, (_, desc) in GENERIC_EXPLAINERS.items()}
+    for name, specs in all_baselines().items():
+        out[name] = "; ".join(f"{bench}: {spec.description}" for bench, spec in specs)
+    return out
 
 
-__all__ = ["EXPLAINERS", "GENERIC_EXPLAINERS", "Explainer", "Explanation", "HeuristicExplainer", "LoRAExplainer",
+__all__ = ["FAMILIES", "GENERIC_EXPLAINERS", "Explainer", "Explanation", "HeuristicExplainer", "LoRAExplainer",
            "MajorityExplainer", "NearestNeighbour", "PromptedExplainer", "list_explainers"]

@@ -5,21 +5,37 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from selfexplain.records import Record
 
 
 @dataclass
 class Explanation:
-    """An explainer's answer to one query, with what it cost."""
+    """An explainer's answer to one query, with what it cost, plus the structure behind it.
+
+    `text` is what the explainer says (always set: the report shows it). Where the benchmark's
+    answers form a closed set, `probabilities` holds the explainer's probability of each candidate
+    (for calibration); where the answer is a rationale, `positions` holds the ranked input
+    positions it names, so attribution baselines hand over positions, not text to parse back.
+    `fields` carries any other structured output (free-form, JSON-serialisable).
+    """
 
     text: str
     forward_passes: float
     seconds: float
+    probabilities: dict[str, float] | None = None
+    positions: list[int] | None = None
+    fields: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def structured(self) -> dict[str, Any] | None:
+        """The structured fields that are set (what the store keeps beside the text), or None."""
+        out = {k: v for k, v in (("probabilities", self.probabilities), ("positions", self.positions),
+                                 ("fields", self.fields)) if v is not None}
+        return out or None
 
 
 class Explainer(ABC):

@@ -19,54 +19,25 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from selfexplain.runs.atomic import write_text
-from selfexplain.explainers import EXPLAINERS
-from selfexplain.report.tables import (comparison_lines, comparison_pairs, is_estimate, metric_label, metric_names,
-                     per_dataset_tables, verdict)
+from selfexplain.benchmarks.base import ReportFact, format_fact
+from selfexplain.explainers.families import FAMILIES as _FAMILIES
+from selfexplain.results import higher_is_better, is_estimate, metric_label, sort_key
+from selfexplain.report.tables import comparison_lines, comparison_pairs, metric_names, verdict
 
 # --------------------------------------------------------------------------- explainer families
 
-# family -> (label, colour, what it is). Order = display order.
+# family -> (label, colour, what it is). Order = display order. Labels and descriptions are the
+# shared vocabulary (explainers.families); colours are this page's.
+_COLOURS = {"self": "#7c3aed", "other": "#0891b2", "untrained": "#f59e0b", "human": "#16a34a",
+            "post-hoc": "#65a30d", "heuristic": "#94a3b8", "reference": "#a8a29e"}
 FAMILY_INFO: dict[str, tuple[str, str, str]] = {
-    "self": ("self-explanation", "#7c3aed", "the subject itself, fine-tuned (LoRA) to report on its own computation"),
-    "other": ("other model", "#0891b2", "a different model trained on the same records to explain the subject"),
-    "untrained": ("untrained self-report", "#f59e0b", "the subject asked about itself without training (prompting)"),
-    "human": ("human-centric", "#16a34a",
-              "explanations made by or for human readers: human rationales, attribution maps"),
-    "heuristic": ("simple heuristic", "#94a3b8", "answers that never look inside the model"),
-    "unclassified": ("unclassified", "#a8a29e", "not yet assigned a family in html_report.FAMILIES"),
-}
-
-# explainer name -> family. Names not listed fall back through `family()`.
-FAMILIES: dict[str, str] = {
-    "self": "self",
-    "other": "other",
-    "zero-shot": "untrained",
-    "4-shot": "untrained",
-    "human": "human",
-    "random": "heuristic",
-    "occlusion": "human",
-    "lime": "human",
-    "kernel-shap": "human",
-    "integrated-gradients": "human",
-    "attention-last": "human",
-    "attention-rollout": "human",
-    "never-changes": "heuristic",
-    "majority": "heuristic",
-    "hint-follow": "heuristic",
-    "layer-token-prior": "heuristic",
-    "nearest-neighbour": "heuristic",
-}
+    fam: (label, _COLOURS.get(fam, "#a8a29e"), desc) for fam, (label, desc) in _FAMILIES.items()}
 
 
-def family(name: str) -> str:
-    """Family of an explainer: FAMILIES, else a guess from the name, else 'unclassified'."""
-    if name in FAMILIES:
-        return FAMILIES[name]
-    if name.startswith(("attention-", "rationale", "human-")):
-        return "human"
-    if name.endswith("-shot"):
-        return "untrained"
-    return "unclassified"
+def family(bench: dict[str, Any], name: str) -> str:
+    """The family the benchmark declared for an explainer ('reference' when unknown)."""
+    fam = (bench.get("explainers", {}).get(name) or {}).get("family")
+    return fam if fam in FAMILY_INFO else "reference"
 
 
 KIND_COLOURS = {"changed": "#e11d48", "unchanged": "#64748b"}
@@ -138,17 +109,12 @@ def _primary(bench: dict[str, Any]) -> str:
     return bench.get("primary_metric") or (names[0] if names else "exact_match")
 
 
-def _value(stats: dict[str, Any], metric: str) -> float:
-    est = stats.get(metric)
-    return est["value"] if is_estimate(est) and _finite(est["value"]) else -math.inf
-
-
 def ranked(bench: dict[str, Any]) -> list[str]:
     """Explainer names, best primary metric first (ties: family order, then name)."""
     primary = _primary(bench)
     fams = list(FAMILY_INFO)
-    return sorted(bench.get("explainers", {}),
-                  key=lambda n: (-_value(bench["explainers"][n], primary), fams.index(family(n)), n))
+    best_first = sort_key(bench, primary)
+    return sorted(bench.get("explainers", {}), key=lambda n: (best_first(n), fams.index(family(bench, n)), n))
 
 
 def self_pair(bench: dict[str, Any], name: str) -> dict | None:
@@ -164,10 +130,12 @@ def self_pair(bench: dict[str, Any], name: str) -> dict | None:
     return d if is_estimate(d) else None
 
 
-def _verdict_class(d: dict | None) -> str:
+def _verdict_class(d: dict | None, bench: dict[str, Any]) -> str:
+    """win / loss / neutral of a 'self - rival' difference in the primary metric's direction."""
     if not d or not _finite(d.get("low")) or not _finite(d.get("high")):
         return "neutral"
-    return "win" if d["low"] > 0 else "loss" if d["high"] < 0 else "neutral"
+    lo, hi = (d["low"], d["high"]) if higher_is_better(bench, _primary(bench)) else (-d["high"], -d["low"])
+    return "win" if lo > 0 else "loss" if hi < 0 else "neutral"
 
 
 def _n_items(bench: dict[str, Any], stats: dict[str, Any]) -> Any:
@@ -251,7 +219,7 @@ def _leader_figure(figs: _Figures, bench: dict[str, Any]) -> str:
     labels = {n: _plot_label(n + ("*" if bench["explainers"][n].get("subsample") else "")) for n in names}
     fig = go.Figure()
     for fam, (flabel, colour, _) in FAMILY_INFO.items():
-        members = [n for n in names if family(n) == fam]
+        members = [n for n in names if family(bench, n) == fam]
         if not members:
             continue
         ests = [bench["explainers"][n][primary] for n in members]
@@ -265,7 +233,7 @@ def _leader_figure(figs: _Figures, bench: dict[str, Any]) -> str:
         )
     fig.update_layout(barmode="overlay", bargap=0.28)
     fig.update_yaxes(categoryorder="array", categoryarray=[labels[n] for n in reversed(names)])
-    fig.update_xaxes(title_text=_plot_label(metric_label(primary) + " (%)"),
+    fig.update_xaxes(title_text=_plot_label(metric_label(bench, primary) + " (%)"),
                      range=_pct_range([bench["explainers"][n][primary] for n in names]))
     return figs.html(fig, 90 + 24 * max(3, len(names)))
 
@@ -353,7 +321,7 @@ def _cost_figure(figs: _Figures, bench: dict[str, Any]) -> str:
         fig.update_xaxes(type="log", tickvals=ticks, ticktext=[_tick_seconds(t) for t in ticks], range=list(xr))
         fig.update_yaxes(range=list(yr))
     for fam, (flabel, colour, _) in FAMILY_INFO.items():
-        members = [p for p in pts if family(p[0]) == fam]
+        members = [p for p in pts if family(bench, p[0]) == fam]
         if not members:
             continue
         fig.add_scatter(
@@ -368,7 +336,7 @@ def _cost_figure(figs: _Figures, bench: dict[str, Any]) -> str:
                           "<br>%{customdata[2]} forward passes<extra>" + _plot_label(flabel) + "</extra>",
         )
     fig.update_xaxes(title_text="seconds per explanation (log scale)")
-    fig.update_yaxes(title_text=_plot_label(metric_label(primary) + " (%)"))
+    fig.update_yaxes(title_text=_plot_label(metric_label(bench, primary) + " (%)"))
     return figs.html(fig, 460)
 
 
@@ -377,7 +345,7 @@ def _family_bests(bench: dict[str, Any]) -> list[tuple[str, str]]:
     primary = _primary(bench)
     out = []
     for fam in FAMILY_INFO:
-        members = [n for n in ranked(bench) if family(n) == fam and _plottable(bench["explainers"][n].get(primary))]
+        members = [n for n in ranked(bench) if family(bench, n) == fam and _plottable(bench["explainers"][n].get(primary))]
         if members:
             out.append((fam, members[0]))
     return out
@@ -403,63 +371,27 @@ def _family_figure(figs: _Figures, bench: dict[str, Any]) -> str:
                                   "<br>n = %{customdata[2]}<extra></extra>")
     fig.update_layout(barmode="overlay", bargap=0.3)
     fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(cats)))
-    fig.update_xaxes(title_text=_plot_label(metric_label(primary) + " (%)"),
+    fig.update_xaxes(title_text=_plot_label(metric_label(bench, primary) + " (%)"),
                      range=_pct_range([bench["explainers"][n][primary] for _, n in bests]))
     return figs.html(fig, 80 + 46 * max(2, len(cats)))
-
-
-def _balance_figure(figs: _Figures, gt: dict[str, Any], bench: dict[str, Any]) -> str | None:
-    rows = []
-    for key, label in (("raw_changed_rate", "before balancing"), ("train_changed_rate", "training set"),
-                       ("test_changed_rate", "test set")):
-        if _finite(gt.get(key)):
-            rows.append((label, gt[key]))
-    if not rows:
-        return None
-    cats = [r[0] for r in rows]
-    fig = go.Figure()
-    for kind, share in (("changed", lambda r: r), ("unchanged", lambda r: 1 - r)):
-        vals = [100 * share(r[1]) for r in rows]
-        fig.add_bar(y=cats, x=vals, orientation="h", name=kind, marker=dict(color=KIND_COLOURS[kind]),
-                    text=[f"{v:.1f}%" for v in vals], textposition="inside", insidetextanchor="middle",
-                    textfont=dict(color="white"), hovertemplate="%{y}: %{x:.1f}% " + kind + "<extra></extra>")
-    fig.update_layout(barmode="stack", bargap=0.35, legend_traceorder="normal")
-    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(cats)))
-    fig.update_xaxes(range=[0, 100], title_text="share of records (%)")
-    return figs.html(fig, 90 + 44 * len(rows))
-
-
-def _breakdown_figure(figs: _Figures, key: str, values: dict[str, float]) -> str:
-    cats = [_plot_label(k) for k in values]
-    xs = [100 * v for v in values.values()]
-    fig = go.Figure(go.Bar(y=cats, x=xs, orientation="h", marker=dict(color=KIND_COLOURS["changed"], opacity=0.85),
-                           text=[f"{x:.1f}%" for x in xs], textposition="auto", cliponaxis=False,
-                           insidetextanchor="end", textfont=dict(size=11),
-                           hovertemplate="%{y}<br>%{x:.1f}% changed<extra></extra>"))
-    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(cats)))
-    fig.update_xaxes(title_text="changed rate (%)", range=[0, min(100.0, 1.25 * max(xs + [1.0]))])
-    fig.update_layout(title=dict(text=_plot_label(key.replace("changed_rate_by_", "changed rate by ")),
-                                 font=dict(size=13), x=0, xanchor="left"),
-                      margin=dict(t=50))
-    return figs.html(fig, 110 + 22 * len(values))
 
 
 # --------------------------------------------------------------------------- HTML sections
 
 
-def _swatch(name: str) -> str:
-    colour = FAMILY_INFO[family(name)][1]
+def _swatch(bench: dict[str, Any], name: str) -> str:
+    colour = FAMILY_INFO[family(bench, name)][1]
     return f'<span class="swatch" style="background:{colour}"></span>'
 
 
-def _name_cell(name: str, stats: dict[str, Any] | None = None) -> str:
-    tip = [EXPLAINERS.get(name, ""), f"family: {FAMILY_INFO[family(name)][0]}"]
+def _name_cell(bench: dict[str, Any], name: str, stats: dict[str, Any] | None = None) -> str:
+    tip = [(stats or {}).get("description", ""), f"family: {FAMILY_INFO[family(bench, name)][0]}"]
     info = (stats or {}).get("info")
     if isinstance(info, dict):
         tip.append("; ".join(f"{k} {v:.3g}" if _finite(v) else f"{k} {v}" for k, v in info.items()
                              if not isinstance(v, (dict, list)) or v))
     title = " — ".join(t for t in tip if t)
-    return f'{_swatch(name)}<span class="name" title="{_e(title)}">{_e(name)}</span>'
+    return f'{_swatch(bench, name)}<span class="name" title="{_e(title)}">{_e(name)}</span>'
 
 
 def _cibar(est: dict | None) -> str:
@@ -474,7 +406,7 @@ def _cibar(est: dict | None) -> str:
 def _leaderboard(bench: dict[str, Any]) -> str:
     metrics = metric_names(bench)
     head = ['<th class="l">#</th>', '<th class="l">explainer</th>']
-    head += [f'<th{" class=primary" if i == 0 else ""}>{_e(metric_label(m))}</th>' for i, m in enumerate(metrics)]
+    head += [f'<th{" class=primary" if i == 0 else ""}>{_e(metric_label(bench, m))}</th>' for i, m in enumerate(metrics)]
     head += ['<th title="test items this explainer answered; * = balanced subsample">n</th>',
              '<th title="paired bootstrap difference self − this explainer, points, 95% CI">self − this</th>',
              "<th>parsed</th>", '<th title="subject forward passes per explanation">fwd passes</th>',
@@ -482,7 +414,7 @@ def _leaderboard(bench: dict[str, Any]) -> str:
     body = []
     for rank, name in enumerate(ranked(bench), 1):
         s = bench["explainers"][name]
-        cells = [f'<td class="l rank">{rank}</td>', f'<td class="l">{_name_cell(name, s)}</td>']
+        cells = [f'<td class="l rank">{rank}</td>', f'<td class="l">{_name_cell(bench, name, s)}</td>']
         for i, m in enumerate(metrics):
             est = s.get(m)
             if i == 0:
@@ -495,7 +427,7 @@ def _leaderboard(bench: dict[str, Any]) -> str:
                      f'{"<span class=star title=&quot;balanced test subsample&quot;>*</span>" if sub else ""}</td>')
         d = None if name == "self" else self_pair(bench, name)
         diff = "—" if name == "self" or d is None else f'<div class="stack">{_cell(d, signed=True)}</div>'
-        cells.append(f'<td class="num diff {_verdict_class(d)}">{diff}</td>')
+        cells.append(f'<td class="num diff {_verdict_class(d, bench)}">{diff}</td>')
         pr = s.get("parse_rate")
         cost = s.get("cost") or {}
         cells.append(f'<td class="num">{_e(_pct(pr, 0) + "%" if _finite(pr) else "–")}</td>')
@@ -513,59 +445,58 @@ def _stat(label: str, value: str, sub: str = "") -> str:
 
 
 def _stats_strip(bench: dict[str, Any]) -> str:
-    gt = bench.get("ground_truth") or {}
     cards = [_stat("train / test records", f"{bench.get('n_train', '–')} / {bench.get('n_test', '–')}")]
-    acc = gt.get("subject_accuracy_unpatched", gt.get("subject_accuracy_unhinted"))
-    if _finite(acc):
-        cards.append(_stat("subject task accuracy", f"{_pct(acc)}%", "without the intervention"))
-    if _finite(gt.get("raw_changed_rate")):
-        n_raw = gt.get("n_raw_records")
-        cards.append(_stat("changed before balancing", f"{_pct(gt['raw_changed_rate'])}%",
-                           f"of {n_raw} raw records" if n_raw is not None else ""))
-    if _finite(gt.get("test_changed_rate")):
-        cards.append(_stat("changed in the test set", f"{_pct(gt['test_changed_rate'])}%", "after balancing"))
+    cards += [_stat(f.label, format_fact(f), f.note) for f in _facts(bench) if f.headline]
     return f'<div class="stats">{"".join(cards)}</div>'
 
 
-def _gt_value(key: str, v: Any) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    if key == "seconds" or key.endswith("_seconds"):
-        return _seconds(v)
-    if ("rate" in key or "accuracy" in key) and _finite(v):
-        return f"{_pct(v)}%"
-    return f"{v:,}" if isinstance(v, int) else f"{v:.4g}"
+def _facts(bench: dict[str, Any]) -> list[ReportFact]:
+    return [ReportFact(**f) for f in bench.get("facts") or []]
+
+
+def _chart(figs: _Figures, chart: dict[str, Any]) -> str:
+    """A declared ground-truth chart: 'split' rows (share of labels[0] vs labels[1]) or 'bars'."""
+    rows = {k: v for k, v in (chart.get("rows") or {}).items() if _finite(v)}
+    if not rows:
+        return ""
+    cats = [_plot_label(k) for k in rows]
+    fig = go.Figure()
+    if chart.get("kind") == "split":
+        colours = ("#e11d48", "#64748b")
+        for idx, (kind, share) in enumerate(((chart["labels"][0], lambda r: r), (chart["labels"][1], lambda r: 1 - r))):
+            vals = [100 * share(v) for v in rows.values()]
+            fig.add_bar(y=cats, x=vals, orientation="h", name=kind, marker=dict(color=colours[idx]),
+                        text=[f"{v:.1f}%" for v in vals], textposition="inside", insidetextanchor="middle",
+                        textfont=dict(color="white"), hovertemplate="%{y}: %{x:.1f}% " + kind + "<extra></extra>")
+        fig.update_layout(barmode="stack", bargap=0.35, legend_traceorder="normal")
+        fig.update_xaxes(range=[0, 100], title_text=chart.get("axis", ""))
+        fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(cats)))
+        return figs.html(fig, 90 + 44 * len(rows))
+    xs = [100 * v for v in rows.values()]
+    fig.add_bar(y=cats, x=xs, orientation="h", marker=dict(color="#e11d48", opacity=0.85),
+                text=[f"{x:.1f}%" for x in xs], textposition="auto", cliponaxis=False, insidetextanchor="end",
+                textfont=dict(size=11), hovertemplate="%{y}<br>%{x:.1f}%<extra></extra>")
+    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(cats)))
+    fig.update_xaxes(title_text=chart.get("axis", ""), range=[0, min(100.0, 1.25 * max(xs + [1.0]))])
+    fig.update_layout(title=dict(text=_plot_label(chart.get("title", "")), font=dict(size=13), x=0,
+                                 xanchor="left"), margin=dict(t=50))
+    return figs.html(fig, 110 + 22 * len(rows))
 
 
 def _ground_truth(figs: _Figures, bench: dict[str, Any]) -> str:
-    gt = bench.get("ground_truth") or {}
-    if gt.get("datasets"):  # rationales: ground truth is measured on the subject at scoring time
-        parts = ['<h3>Ground truth</h3><p class="lead">Every rationale is scored by what the subject '
-                 "<em>actually does</em> when its words are deleted or kept alone. Training targets are the "
-                 "subject's own word occlusion on training documents. Per dataset: the subject's accuracy, the "
-                 "token budget and how much human evidence it cut.</p>"]
-        rows = "".join(
-            f"<tr><th>{_e(name)}</th><td>{_e(_pct(d.get('subject_accuracy_test'), 0))}% accuracy on "
-            f"{_e(d.get('n_test'))} test items; {_e(d.get('n_train'))} training; budget {_e(d.get('budget_tokens'))} "
-            f"tokens, {_e(_pct(d.get('evidence_dropped_rate'), 0))}% of evidence words cut; "
-            f"{_e(d.get('malformed_rows'))} malformed rows</td></tr>"
-            for name, d in gt["datasets"].items())
-        parts.append(f'<table class="kv">{rows}</table>')
-    else:
-        parts = ['<h3>Ground truth</h3><p class="lead">The ground truth is what the subject <em>actually did</em> '
-                 "under the intervention, measured by running it. Few interventions change the answer, so the "
-                 "test set is balanced by sampling: a constant “never changes” answer then scores about half. "
-                 "The subject's task accuracy shows how well it knows the questions in the first place.</p>"]
-    balance = _balance_figure(figs, gt, bench)
-    breakdowns = [(k, v) for k, v in gt.items() if k.startswith("changed_rate_by_") and isinstance(v, dict)
-                  and len(v) >= 2 and all(_finite(x) for x in v.values())]
-    charts = ([balance] if balance else []) + [_breakdown_figure(figs, k, v) for k, v in breakdowns]
-    parts += charts
-    scalars = [(k, v) for k, v in gt.items() if not isinstance(v, (dict, list))]
-    if scalars:
-        rows = "".join(f"<tr><th>{_e(k.replace('_', ' '))}</th><td>{_e(_gt_value(k, v))}</td></tr>" for k, v in scalars)
-        parts.append(f'<details class="more"><summary>All ground-truth statistics</summary>'
-                     f'<table class="kv">{rows}</table></details>')
+    parts = ["<h3>Ground truth</h3>"]
+    if bench.get("ground_truth_text"):
+        parts.append(f'<p class="lead">{_e(bench["ground_truth_text"])}</p>')
+    parts += [c for c in (_chart(figs, chart) for chart in bench.get("charts") or []) if c]
+    groups: dict[str, list[ReportFact]] = {}
+    for f in _facts(bench):
+        if f.group:
+            groups.setdefault(f.group, []).append(f)
+    for group, facts in groups.items():
+        rows = "".join(f"<tr><th>{_e(f.label)}</th><td>{_e(format_fact(f))}</td></tr>" for f in facts)
+        table = f'<table class="kv">{rows}</table>'
+        parts.append(f'<details class="more"><summary>{_e(group[0].upper() + group[1:])}</summary>{table}</details>'
+                     if group.startswith("all ") else table)
     return "".join(parts)
 
 
@@ -573,9 +504,9 @@ def _verdict_callouts(bench: dict[str, Any]) -> str:
     out = []
     for (key, pair), line in zip(comparison_pairs(bench), comparison_lines(bench)):
         d = pair["difference"]
-        head = verdict(d, pair["best_other"])
+        head = verdict(d, pair["best_other"], higher_is_better(bench, pair["metric"]))
         line = line.removesuffix(f": {head}.") + "."
-        out.append(f'<div class="verdict {_verdict_class(d)}"><span class="v-head">'
+        out.append(f'<div class="verdict {_verdict_class(d, bench)}"><span class="v-head">'
                    f'{_e(head)}</span><span class="v-text">{_e(line)}</span></div>')
     return "".join(out)
 
@@ -586,16 +517,17 @@ def _family_table(bench: dict[str, Any]) -> str:
     for fam, name in _family_bests(bench):
         s = bench["explainers"][name]
         d = None if name == "self" else self_pair(bench, name)
-        verdict_text = "—" if name == "self" else verdict(d, name) if d else "not paired"
+        verdict_text = ("—" if name == "self" else verdict(d, name, higher_is_better(bench, primary)) if d
+                        else "not paired")
         rows.append(
             f'<tr><td class="l"><span class="swatch" style="background:{FAMILY_INFO[fam][1]}"></span>'
             f'{_e(FAMILY_INFO[fam][0])}</td><td class="l">{_e(name)}</td>'
             f'<td class="num">{_e(_ci(s.get(primary)))}</td>'
             f'<td class="num">{_e(_n_items(bench, s))}{"*" if s.get("subsample") else ""}</td>'
-            f'<td class="num diff {_verdict_class(d)}">{"—" if name == "self" else _e(_diff(d))}</td>'
-            f'<td class="l vt {_verdict_class(d)}">{_e(verdict_text)}</td></tr>')
+            f'<td class="num diff {_verdict_class(d, bench)}">{"—" if name == "self" else _e(_diff(d))}</td>'
+            f'<td class="l vt {_verdict_class(d, bench)}">{_e(verdict_text)}</td></tr>')
     return (f'<div class="table-wrap"><table class="board compact"><thead><tr><th class="l">family</th>'
-            f'<th class="l">best explainer</th><th>{_e(metric_label(primary))}</th><th>n</th>'
+            f'<th class="l">best explainer</th><th>{_e(metric_label(bench, primary))}</th><th>n</th>'
             f'<th>self − this</th><th class="l">verdict</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
@@ -604,7 +536,7 @@ def _legend(results: dict[str, Any]) -> str:
     present: dict[str, list[str]] = {}
     for bench in results.get("benchmarks", {}).values():
         for n in bench.get("explainers", {}):
-            members = present.setdefault(family(n), [])
+            members = present.setdefault(family(bench, n), [])
             if n not in members:
                 members.append(n)
     items = []
@@ -639,51 +571,32 @@ def _header(results: dict[str, Any]) -> str:
             f"</div></header>")
 
 
-def _board_lead(bench: dict[str, Any]) -> str:
-    if per_dataset_tables(bench):
-        gt = bench.get("ground_truth") or {}
-        return ("Every explainer names the words of the same held-out documents that the subject's prediction "
-                "relied on; each rationale is scored on the subject itself at equal length (the human rationale's "
-                "length, and 1/5/10/20/50% of the words for AOPC): comprehensiveness is the drop in the "
-                "probability of the subject's answer when the rationale is deleted (higher is better), sufficiency "
-                "the drop when only the rationale is kept (lower is better); “− random” subtracts the same metric "
-                f"for random words of that length. Documents are cut to {_e(gt.get('budget_tokens', '?'))} tokens "
-                "around the human evidence. Macro-averaged over datasets.")
-    return ("Every explainer answers the same held-out questions about the subject; an answer counts as right when "
-            "it matches what the subject actually did.")
-
-
-def _per_dataset_card(bench: dict[str, Any]) -> str:
-    """Per-dataset tables (rationales): every explainer's headline metrics and self minus it."""
-    tables = per_dataset_tables(bench)
+def _tables_card(bench: dict[str, Any]) -> str:
+    """The tables a benchmark adds to its section (e.g. per dataset), as declared."""
+    tables = bench.get("tables") or []
     if not tables:
         return ""
-    parts = ['<div class="card"><h3>Per dataset</h3><p class="lead">Each explainer on each dataset (95% CIs); '
-             "<b>self − this</b> is paired on the items both answered; <b>cost vs self</b> is this explainer's "
-             "time per explanation over self's.</p>"]
-    for dataset, hdr, rows in tables:
-        head = "".join(f'<th{" class=l" if i == 0 else ""}>{_e(h)}</th>' for i, h in enumerate(hdr))
+    parts = ['<div class="card"><h3>Breakdown</h3>']
+    if tables[0].get("lead"):
+        parts.append(f'<p class="lead">{_e(tables[0]["lead"])}</p>')
+    for t in tables:
+        head = "".join(f'<th{" class=l" if i == 0 else ""}>{_e(h)}</th>' for i, h in enumerate(t["header"]))
         body = "".join("<tr>" + "".join(f'<td{" class=l" if i == 0 else " class=num"}>{_e(c)}</td>'
-                                        for i, c in enumerate(row)) + "</tr>" for row in rows)
-        parts.append(f'<h4>{_e(dataset)}</h4><div class="table-wrap"><table class="board"><thead><tr>{head}</tr>'
+                                        for i, c in enumerate(row)) + "</tr>" for row in t["rows"])
+        parts.append(f'<h4>{_e(t["title"])}</h4><div class="table-wrap"><table class="board"><thead><tr>{head}</tr>'
                      f"</thead><tbody>{body}</tbody></table></div>")
     return "".join(parts) + "</div>"
 
 
 def _benchmark_section(figs: _Figures, idx: int, name: str, bench: dict[str, Any]) -> str:
     primary = _primary(bench)
-    gt = bench.get("ground_truth") or {}
     notes = []
     if any(s.get("subsample") for s in bench.get("explainers", {}).values()):
         notes.append("* evaluated on a balanced test subsample (the slow attribution baselines); "
                      "their “self − this” difference is paired with self on that subsample.")
     if bench.get("multitask"):
         notes.append("self and other use one multitask adapter trained on every benchmark of the run.")
-    ref = (bench.get("explainers") or {}).get("never-changes")
-    chance = ""
-    if ref and _plottable(ref.get(primary)) and _finite(gt.get("test_changed_rate")):
-        chance = (f" The test set is {_pct(gt['test_changed_rate'])}% changed, so the constant answer "
-                  f"<b>never-changes</b> scores {_pct(ref[primary]['value'])}%: the level to beat.")
+    chance = "".join(f" {_e(n)}" for n in bench.get("notes") or [])
     return f"""
 <section class="bench" id="bench-{idx}">
   <div class="wrap">
@@ -691,7 +604,7 @@ def _benchmark_section(figs: _Figures, idx: int, name: str, bench: dict[str, Any
     {_stats_strip(bench)}
     <div class="card">
       <h3>Leaderboard</h3>
-      <p class="lead">{_board_lead(bench)} Sorted by <b>{_e(metric_label(primary))}</b>
+      <p class="lead">{_e(bench.get('scoring_text', ''))} Sorted by <b>{_e(metric_label(bench, primary))}</b>
       (the primary metric). Values are percentages with 95% bootstrap confidence intervals; <b>self − this</b> is
       the paired difference in points on the same items (<span class="win-t">green</span>: self significantly
       better, <span class="loss-t">red</span>: significantly worse). Hover an explainer's name for what it is.</p>
@@ -700,13 +613,13 @@ def _benchmark_section(figs: _Figures, idx: int, name: str, bench: dict[str, Any
     </div>
     <div class="grid2">
       <div class="card">
-        <h3>{_e(metric_label(primary).capitalize())} by explainer</h3>
+        <h3>{_e(metric_label(bench, primary).capitalize())} by explainer</h3>
         <p class="lead">Bars are the primary metric, whiskers the 95% CI, colours the explainer family.{chance}</p>
         {_leader_figure(figs, bench)}
       </div>
       <div class="card">{_ground_truth(figs, bench)}</div>
     </div>
-    {_per_dataset_card(bench)}
+    {_tables_card(bench)}
     <div class="card">
       <h3>Cost vs faithfulness</h3>
       <p class="lead">Wall-clock seconds per explanation on this run's hardware (log scale) against the primary
@@ -745,14 +658,15 @@ def _overview(figs: _Figures, results: dict[str, Any]) -> str:
 
 def _examples_payload(results: dict[str, Any], examples: dict[str, list[dict]]) -> dict[str, Any]:
     names: list[str] = []
+    fam_of: dict[str, str] = {}
     for bench in results.get("benchmarks", {}).values():
         names += [n for n in ranked(bench) if n not in names]
+        fam_of.update({n: family(bench, n) for n in bench.get("explainers", {}) if n not in fam_of})
     rows, kinds = [], []
     for bname, items in (examples or {}).items():
         for ex in items:
             ctx = ex.get("context") or {}
-            kind = ctx.get("label") if isinstance(ctx.get("label"), str) else (
-                ("changed" if ctx["changed"] else "unchanged") if isinstance(ctx.get("changed"), bool) else "")
+            kind = ctx.get("label") if isinstance(ctx.get("label"), str) else ""
             if kind and kind not in kinds:
                 kinds.append(kind)
             preds = {}
@@ -766,9 +680,9 @@ def _examples_payload(results: dict[str, Any], examples: dict[str, list[dict]]) 
     bench_names = list(results.get("benchmarks", {}))
     bench_names += [b for b in (examples or {}) if b not in bench_names]
     fams = list(FAMILY_INFO)
-    names.sort(key=lambda n: fams.index(family(n)))  # stable: by family, best first within it
+    names.sort(key=lambda n: fams.index(fam_of.get(n, "reference")))  # stable: by family, best first within it
     return {"benchmarks": [b for b in bench_names if b in (examples or {})], "kinds": kinds, "explainers": names,
-            "family": {n: family(n) for n in names},
+            "family": {n: fam_of.get(n, "reference") for n in names},
             "familyInfo": {f: {"label": v[0], "color": v[1]} for f, v in FAMILY_INFO.items()},
             "kindColors": KIND_COLOURS, "pageSize": PAGE_SIZE, "rows": rows}
 

@@ -1,4 +1,8 @@
-"""Leaderboards: a markdown table per benchmark (results.md) and the same in the terminal."""
+"""Leaderboards: a markdown table per benchmark (results.md) and the same in the terminal.
+
+Reads only the results schema (selfexplain.results): declared metrics with their directions,
+facts, tables and notes; it knows no benchmark and no metric by name.
+"""
 
 from __future__ import annotations
 
@@ -6,46 +10,17 @@ from typing import Any
 
 from rich.table import Table
 
-METRIC_LABELS = {"exact_match": "exact match", "changed_macro_f1": "changed macro-F1",
-                 "content_match": "content match",
-                 "exact_match_subject_correct": "exact match (subject correct)",
-                 "comprehensiveness_vs_random": "comprehensiveness - random",
-                 "sufficiency_vs_random": "sufficiency - random (lower is better)",
-                 "sufficiency": "sufficiency (lower is better)",
-                 "aopc_comprehensiveness_vs_random": "AOPC comprehensiveness - random",
-                 "aopc_sufficiency_vs_random": "AOPC sufficiency - random (lower is better)",
-                 "aopc_comprehensiveness": "AOPC comprehensiveness",
-                 "aopc_sufficiency": "AOPC sufficiency (lower is better)"}
+from selfexplain.metrics import format_estimate
+from selfexplain.results import is_estimate, metric_label, metric_specs, ranked_explainers
 
-
-def _fmt(est: dict[str, float]) -> str:
-    return f"{100 * est['value']:.1f} [{100 * est['low']:.1f}, {100 * est['high']:.1f}]"
-
-
-def is_estimate(v: Any) -> bool:
-    return isinstance(v, dict) and {"value", "low", "high"} <= v.keys()
+_fmt = format_estimate
+TABLE_METRICS = 5
 
 
 def metric_names(bench: dict[str, Any]) -> list[str]:
-    """Every metric the explainers report (any top-level dict with value/low/high), the primary
-    one first."""
-    names: list[str] = []
-    for stats in bench.get("explainers", {}).values():
-        for key, v in stats.items():
-            if is_estimate(v) and key not in names:
-                names.append(key)
-    primary = bench.get("primary_metric")
-    if primary in names:
-        names.remove(primary)
-        names.insert(0, primary)
-    return names
-
-
-def metric_label(name: str) -> str:
-    return METRIC_LABELS.get(name) or name.replace("_", " ")
-
-
-TABLE_METRICS = 5
+    """The declared metrics some explainer reports, the primary one first."""
+    reported = {k for s in bench.get("explainers", {}).values() for k, v in s.items() if is_estimate(v)}
+    return [m["name"] for m in metric_specs(bench) if m["name"] in reported]
 
 
 def table_metrics(bench: dict[str, Any]) -> list[str]:
@@ -55,47 +30,54 @@ def table_metrics(bench: dict[str, Any]) -> list[str]:
 
 
 def leaderboard_rows(bench: dict[str, Any]) -> list[list[str]]:
-    """Rows sorted by the primary metric, best first."""
-    primary = bench["primary_metric"]
+    """Rows sorted by the primary metric, best first (in its declared direction)."""
     rows = []
-    for name, s in sorted(bench["explainers"].items(), key=lambda kv: -kv[1][primary]["value"]):
+    for name in ranked_explainers(bench):
+        s = bench["explainers"][name]
         pair = (bench.get("self_vs") or {}).get(name)
+        parse = s.get("parse_rate")
         rows.append([name] + [_fmt(s[m]) if m in s else "" for m in table_metrics(bench)] +
                     [f"{s.get('n_items', bench['n_test'])}{'*' if s.get('subsample') else ''}",
                      _fmt(pair["difference"]) if pair else "",
-                     f"{100 * s['parse_rate']:.0f}%", f"{s['cost']['forward_passes']:.0f}",
-                     f"{1000 * s['cost']['seconds']:.1f}"])
+                     f"{100 * parse:.0f}%" if isinstance(parse, float) and parse == parse else "",
+                     f"{s['cost']['forward_passes']:.0f}", f"{1000 * s['cost']['seconds']:.1f}"])
     return rows
 
 
 def header(bench: dict[str, Any]) -> list[str]:
-    return (["explainer"] + [metric_label(m) for m in table_metrics(bench)] +
+    return (["explainer"] + [metric_label(bench, m) for m in table_metrics(bench)] +
             ["n", "self - this (paired)", "parsed", "fwd passes", "ms / expl."])
 
 
+def fact_lines(bench: dict[str, Any]) -> list[str]:
+    """The benchmark's headline facts in one sentence, then one line per fact of a 'datasets'-like
+    group (facts in a group named 'all ...' are left to the HTML report)."""
+    from selfexplain.benchmarks.base import ReportFact, format_fact
+
+    facts = [ReportFact(**f) for f in bench.get("facts", [])]
+    head = "; ".join(f"{f.label} {format_fact(f)}" + (f" ({f.note})" if f.note else "") for f in facts if f.headline)
+    lines = [f"{bench['n_train']} training / {bench['n_test']} test records" + (f"; {head}." if head else ".")]
+    lines += [f"{f.label}: {format_fact(f)}" for f in facts
+              if not f.headline and f.group and not f.group.startswith("all ")]
+    return lines
+
+
 def _facts(bench: dict[str, Any]) -> list[str]:
-    gt = bench["ground_truth"]
-    if "raw_changed_rate" in gt:
-        lines = [f"{bench['n_train']} training / {bench['n_test']} test records; "
-                 f"subject accuracy without the intervention {100 * gt.get('subject_accuracy_unpatched', 0):.1f}%; "
-                 f"changed rate before balancing {100 * gt.get('raw_changed_rate', 0):.1f}%, "
-                 f"in the test set {100 * gt.get('test_changed_rate', 0):.1f}%."]
-    else:
-        lines = [f"{bench['n_train']} training / {bench['n_test']} test records."]
-    lines += _dataset_facts(gt)
+    lines = fact_lines(bench)
     if any(s.get("subsample") for s in bench["explainers"].values()):
         lines.append("* evaluated on a balanced test subsample (slow attribution baselines); their 'self - this' "
                      "column is paired on that subsample.")
     if bench.get("multitask"):
         trained = " and ".join(n for n in ("self", "other") if n in bench["explainers"]) or "self and other"
         lines.append(f"{trained}: one multitask adapter trained on every benchmark of the run.")
-    return lines + comparison_lines(bench)
+    return lines + list(bench.get("notes") or []) + comparison_lines(bench)
 
 
-def verdict(difference: dict[str, float], rival: str) -> str:
-    """Verdict of a paired 'self - rival' difference with its 95% CI."""
-    return ("self wins" if difference["low"] > 0 else f"{rival} wins" if difference["high"] < 0
-            else "no significant difference")
+def verdict(difference: dict[str, float], rival: str, higher_is_better: bool = True) -> str:
+    """Verdict of a paired 'self - rival' difference with its 95% CI, in the metric's direction."""
+    better, worse = (difference["low"] > 0, difference["high"] < 0) if higher_is_better else \
+        (difference["high"] < 0, difference["low"] > 0)
+    return "self wins" if better else f"{rival} wins" if worse else "no significant difference"
 
 
 def comparison_pairs(bench: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -109,32 +91,21 @@ def comparison_pairs(bench: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-# An explainer whose answers say "changes" (or "unchanged") this often or more answers one way.
-ONE_SIDED = 0.95
-
-
-def one_sided(stats: dict[str, Any]) -> str:
-    """'' or, for an explainer of a change benchmark that gives one kind of answer to (nearly)
-    every item, e.g. "answered 'unchanged' on 99.7% of the items"."""
-    rate = stats.get("said_changed_rate")
-    if not isinstance(rate, float) or rate != rate or ONE_SIDED > rate > 1 - ONE_SIDED:
-        return ""
-    kind, share = ("changes", rate) if rate >= ONE_SIDED else ("unchanged", 1 - rate)
-    return f"answered '{kind}' on {100 * share:.1f}% of the items"
-
-
 def comparison_lines(bench: dict[str, Any]) -> list[str]:
     """The 'self - best other' and 'self - other' sentences of a benchmark (paired bootstrap).
     A rival that answered one way on nearly every item is named as such: beating it says
     little about what either learned."""
+    from selfexplain.results import higher_is_better
+
     lines = []
     for key, pair in comparison_pairs(bench):
         d = pair["difference"]
         rival = pair["best_other"]
         label = "best non-self explainer" if key == "self_vs_best_other" else "the other model"
-        caveat = one_sided(bench["explainers"].get(rival, {}))
-        lines.append(f"self - {rival} ({label}), {metric_label(pair['metric'])}: "
-                     f"{_fmt(d)} points (paired bootstrap 95% CI): {verdict(d, rival)}"
+        caveat = bench["explainers"].get(rival, {}).get("one_sided", "")
+        lines.append(f"self - {rival} ({label}), {metric_label(bench, pair['metric'])}: "
+                     f"{_fmt(d)} points (paired bootstrap 95% CI): "
+                     f"{verdict(d, rival, higher_is_better(bench, pair['metric']))}"
                      + (f" ({rival} {caveat}: it learned a constant answer, not the task)." if caveat else "."))
     return lines
 
@@ -147,16 +118,16 @@ def markdown_summary(results: dict[str, Any]) -> str:
         out.append(f"## {name}\n")
         out += [f"{line}\n" for line in _facts(bench)]
         out += _table(header(bench), leaderboard_rows(bench))
-        for dataset, hdr, rows in per_dataset_tables(bench):
-            out.append(f"### {name}: {dataset}\n")
-            out += _table(hdr, rows)
+        for t in bench.get("tables") or []:
+            out.append(f"### {name}: {t['title']}\n")
+            out += _table(t["header"], t["rows"])
     return "\n".join(out)
 
 
 def rich_tables(results: dict[str, Any]) -> list[Any]:
     items: list[Any] = []
     for name, bench in results["benchmarks"].items():
-        table = Table(title=f"{name} — {metric_label(bench['primary_metric'])} (95% CI)", show_lines=False)
+        table = Table(title=f"{name} — {metric_label(bench, bench['primary_metric'])} (95% CI)", show_lines=False)
         for h in header(bench):
             table.add_column(h, justify="left" if h == "explainer" else "right")
         for row in leaderboard_rows(bench):
@@ -169,52 +140,3 @@ def rich_tables(results: dict[str, Any]) -> list[Any]:
 def _table(hdr: list[str], rows: list[list[str]]) -> list[str]:
     return (["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)] + ["| " + " | ".join(r) + " |" for r in rows]
             + [""])
-
-
-def _dataset_facts(gt: dict[str, Any]) -> list[str]:
-    """Per-dataset facts of benchmarks over several datasets (rationales)."""
-    lines = []
-    for name, d in (gt.get("datasets") or {}).items():
-        lines.append(f"{name}: {d['n_train']} train / {d['n_test']} test items; subject accuracy "
-                     f"{100 * d['subject_accuracy_test']:.0f}% on the test items; document budget "
-                     f"{d['budget_tokens']} tokens ({d['n_cut']} items cut, "
-                     f"{100 * d['evidence_dropped_rate']:.0f}% of human evidence words outside the window); "
-                     f"median {d['words_median']:.0f} words, human rationale {d['human_words_median']:.0f}; "
-                     f"{d['malformed_rows']} malformed rows skipped.")
-    return lines
-
-
-PER_DATASET_METRICS = ("comprehensiveness", "comprehensiveness_vs_random", "sufficiency", "sufficiency_vs_random")
-
-
-def per_dataset_tables(bench: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(dataset, header, rows) per dataset for benchmarks whose summaries hold `per_dataset`:
-    each explainer's headline metrics with CIs, and self minus it (paired) on each."""
-    primary = bench["primary_metric"]
-    datasets = sorted({d for s in bench["explainers"].values() for d in s.get("per_dataset", {})})
-    comparisons = bench.get("comparisons") or {}
-    out = []
-    for dataset in datasets:
-        hdr = (["explainer", "n"] + [metric_label(m) for m in PER_DATASET_METRICS] +
-               [f"self - this: {metric_label(m)}" for m in ("comprehensiveness", "sufficiency")] + ["cost vs self"])
-        ranked = sorted(((n, s["per_dataset"][dataset]) for n, s in bench["explainers"].items()
-                         if dataset in s.get("per_dataset", {})), key=lambda kv: -kv[1][primary]["value"])
-        rows = []
-        for name, d in ranked:
-            pair = comparisons.get(name, {}).get(dataset, {})
-            ratio = comparisons.get(name, {}).get("cost_ratio")
-            rows.append([name, str(d["n"])] + [_fmt(d[m]) for m in PER_DATASET_METRICS] +
-                        [_fmt(pair[m]) if m in pair else "" for m in ("comprehensiveness", "sufficiency")] +
-                        [f"{ratio:.1f}x" if isinstance(ratio, float) and ratio == ratio else ""])
-        out.append((dataset, hdr, rows))
-    correct = [(n, s["subject_correct"]) for n, s in bench["explainers"].items() if "subject_correct" in s]
-    if datasets and correct:
-        hdr = ["explainer", "n"] + [metric_label(m) for m in PER_DATASET_METRICS]
-        rows = [[name, str(d["n"])] + [_fmt(d[m]) for m in PER_DATASET_METRICS]
-                for name, d in sorted(correct, key=lambda kv: -_or_low(kv[1][primary]["value"]))]
-        out.append(("items the subject classifies correctly (macro over datasets)", hdr, rows))
-    return out
-
-
-def _or_low(x: float) -> float:
-    return x if x == x else float("-inf")  # NaN (no such items) sorts last

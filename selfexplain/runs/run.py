@@ -33,9 +33,10 @@ from selfexplain.benchmarks import Benchmark, get_benchmark
 from selfexplain.benchmarks.base import BaselineEnv, balanced_sample, sources_for
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError
-from selfexplain.explainers import EXPLAINERS, GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
+from selfexplain.explainers import FAMILIES, GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
 from selfexplain.explainers.lora import copy_of
 from selfexplain.metrics import paired_difference
+from selfexplain.results import SCHEMA_VERSION
 from selfexplain.models.loading import LoadedModel, load_model
 from selfexplain.progress import bar, console
 from selfexplain.records import Record, split
@@ -62,18 +63,60 @@ NOT_GROUND_TRUTH = NOT_IDENTITY + ("benchmarks", "other", "epochs", "learning_ra
                                    "n_attribution", "answers")
 
 
-def ground_truth_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The config fields that determine ground truth (missing keys of older runs: defaults)."""
-    full = {**asdict(RunConfig()), **config}
-    return {k: v for k, v in full.items() if k not in NOT_GROUND_TRUTH}
+def ground_truth_identity(config: dict[str, Any], benchmark: str) -> dict[str, Any] | None:
+    """What determines a benchmark's ground truth: the config fields that do (missing keys of older
+    runs: defaults), the benchmark's identity when the run was made (parameters, prompt-file
+    hashes, code version) and the selfexplain version. None for runs saved without an identity."""
+    identity = config.get("identity") or {}
+    if benchmark not in identity.get("benchmarks", {}):
+        return None
+    full = {**asdict(RunConfig()), **{k: v for k, v in config.items() if k != "identity"}}
+    return {**{k: v for k, v in full.items() if k not in NOT_GROUND_TRUTH},
+            "benchmark": identity["benchmarks"][benchmark], "selfexplain": identity.get("selfexplain")}
+
+
+def run_identity(cfg: RunConfig) -> dict[str, Any]:
+    """Everything that changes what a run computes: its config (less what only chooses what is
+    evaluated), each benchmark's identity and the selfexplain version. Saved in config.json."""
+    return {"config": {k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY},
+            "benchmarks": {name: get_benchmark(name).identity() for name in cfg.benchmark_list()},
+            "selfexplain": __version__}
 
 
 def run_dir_for(cfg: RunConfig) -> Path:
-    """Deterministic directory: the same config reruns (and resumes) in the same place."""
-    identity = {k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    """Deterministic directory: the same config reruns (and resumes) in the same place; a prompt
+    edit or a benchmark parameter change is a new run."""
+    digest = hashlib.sha256(json.dumps(run_identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
     name = Path(cfg.subject).stem.replace("/", "_")
     return Path(cfg.output_dir) / f"{'+'.join(cfg.benchmark_list())}-{name}-seed{cfg.seed}-{digest}"
+
+
+def explainer_declarations(bench: Benchmark) -> dict[str, tuple[str, str, bool]]:
+    """name -> (family, description, reference) of every explainer that applies to `bench`."""
+    out = {n: (fam, desc, False) for n, (fam, desc) in GENERIC_EXPLAINERS.items() if n in bench.generic_explainers}
+    out.update({b.name: (b.family, b.description, b.reference) for b in bench.baselines()})
+    return out
+
+
+def explainer_order(bench: Benchmark) -> list[str]:
+    """Run order on `bench`: its heuristic baselines (instant), the generic explainers, then its
+    other baselines (attribution tools, cheapest first): partial results appear early."""
+    baselines = bench.baselines()
+    return ([b.name for b in baselines if b.family == "heuristic" and not b.reference]
+            + [n for n in GENERIC_EXPLAINERS if n in bench.generic_explainers]
+            + [b.name for b in baselines if b.family != "heuristic" or b.reference])
+
+
+def explainer_names() -> list[str]:
+    """Every explainer of any registered benchmark."""
+    from selfexplain.benchmarks import all_baselines, list_benchmarks
+
+    names = list(GENERIC_EXPLAINERS)
+    return names + [n for n in all_baselines() if n not in names] if list_benchmarks() else names
+
+
+def family_table() -> dict[str, dict[str, str]]:
+    return {name: {"label": label, "description": desc} for name, (label, desc) in FAMILIES.items()}
 
 
 def environment() -> dict[str, str]:
@@ -95,10 +138,10 @@ class Run:
             bench = get_benchmark(name)
             sources_for(self.cfg, bench)  # fail fast on unknown names, sources and missing data
             bench.validate(self.cfg)
-        wanted = self._explainer_names()
-        unknown = [e for e in wanted if e not in EXPLAINERS]
+        known = explainer_names()
+        unknown = [e for e in self._explainer_names() if e not in known]
         if unknown:
-            raise ConfigError(f"unknown explainer(s) {unknown}; available: {', '.join(EXPLAINERS)}")
+            raise ConfigError(f"unknown explainer(s) {unknown}; available: {', '.join(known)}")
         self.dir = run_dir_for(self.cfg)
         self.id = self.dir.name
         self.store = Store.for_output_dir(self.cfg.output_dir)
@@ -107,7 +150,7 @@ class Run:
 
     def _explainer_names(self) -> list[str]:
         if self.cfg.explainers == "all":
-            return list(EXPLAINERS)
+            return explainer_names()
         return [e.strip() for e in self.cfg.explainers.split(",") if e.strip()]
 
     @property
@@ -120,14 +163,16 @@ class Run:
     def execute(self) -> dict[str, Any]:
         seed_everything(self.cfg.seed)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.cfg.save(self.dir / "config.json")
+        saved = {**asdict(self.cfg), "identity": run_identity(self.cfg)}
+        write_json(self.dir / "config.json", saved)
         env = environment()
         write_json(self.dir / "environment.json", env)
-        self.store.start_run(self.id, self.dir, asdict(self.cfg), env)
+        self.store.start_run(self.id, self.dir, saved, env)
         benches = [get_benchmark(name) for name in self.cfg.benchmark_list()]
         truths = {b.name: self.ground_truth(b) for b in benches}
-        results: dict[str, Any] = {"run_dir": str(self.dir), "run_id": self.id, "config": asdict(self.cfg),
-                                   "environment": env, "benchmarks": {}}
+        results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_dir": str(self.dir), "run_id": self.id,
+                                   "config": asdict(self.cfg), "environment": env, "families": family_table(),
+                                   "benchmarks": {}}
         item_scores: dict[str, dict] = {}
         for bench in benches:
             records, stats = truths[bench.name]
@@ -154,9 +199,9 @@ class Run:
         if saved is not None:
             return saved
         bench.prepare(self.baseline_env())
-        mine = ground_truth_identity(asdict(self.cfg))
+        mine = ground_truth_identity({**asdict(self.cfg), "identity": run_identity(self.cfg)}, bench.name)
         for row in self.store.runs():
-            if row.id != self.id and ground_truth_identity(self.store.config(row.id)) == mine:
+            if row.id != self.id and ground_truth_identity(self.store.config(row.id), bench.name) == mine:
                 earlier = self.store.ground_truth(row.id, bench.name)
                 if earlier is not None:
                     console.print(f"{bench.name}: ground truth copied from run {row.id} (same data, subject, "
@@ -197,7 +242,7 @@ class Run:
             # No trainable input projector (self's vectors live in its own space, or no vectors):
             # adapt the top half only, so backprop stops half-way (faster).
             train_cfg.lora_layer_fraction = 0.5
-        explainer = LoRAExplainer(name, load, train_cfg, self.dir / "adapters" / name, EXPLAINERS[name])
+        explainer = LoRAExplainer(name, load, train_cfg, self.dir / "adapters" / name, GENERIC_EXPLAINERS[name][1])
         steps = training_steps(train, train_cfg)
         tasks = "+".join(truths)
         with bar(f"training '{name}' on {len(train)} {tasks} records", steps) as advance:
@@ -222,20 +267,26 @@ class Run:
                                      decoding=bench.decoding_for(self.cfg.answers))
         if name == "nearest-neighbour":
             return NearestNeighbour()
-        baselines = bench.baselines(self.baseline_env())
+        baselines = {b.name: b for b in bench.baselines()}
         if name in baselines:
-            return baselines[name]()
+            return baselines[name].make(self.baseline_env())
         raise ConfigError(f"explainer '{name}' does not apply to benchmark '{bench.name}'")
 
     # ----- one benchmark -------------------------------------------------------------------
+    def applicable(self, bench: Benchmark) -> list[str]:
+        """The run's explainers that apply to `bench`, in run order (cheap heuristics first)."""
+        order = explainer_order(bench)
+        wanted = self._explainer_names()
+        return [n for n in order if n in wanted] if self.cfg.explainers == "all" else [n for n in wanted if n in order]
+
     def run_benchmark(self, bench: Benchmark, records: list[Record], stats: dict,
                       truths: dict[str, tuple[list[Record], dict]]) -> tuple[dict[str, Any], dict]:
-        """Summary of every applicable explainer on this benchmark, and their per-item scores."""
+        """The benchmark's results section (results.py schema) and every explainer's per-item scores."""
         train, test = split(records, "train"), split(records, "test")
         console.print(f"[bold]{bench.name}[/]: {len(train)} train / {len(test)} test records; {bench.describe(stats)}")
         bench.prepare(self.baseline_env())
-        applicable = set(bench.baselines(self.baseline_env())) | (GENERIC_EXPLAINERS & bench.generic_explainers)
-        names = [n for n in self._explainer_names() if n in applicable]
+        names = self.applicable(bench)
+        declared = explainer_declarations(bench)
         per_item: dict[str, dict[str, dict[str, float]]] = {}
         item_scores: dict[str, dict[str, dict[str, Any]]] = {}
         summaries: dict[str, dict[str, Any]] = {}
@@ -252,27 +303,42 @@ class Run:
                                "seconds": float(np.mean([p.seconds for p in preds]))}
             if info is not None:
                 summary["info"] = info
+            family, description, reference = declared[name]
+            summary.update(family=family, description=description, reference=reference)
+            caveat = bench.one_sided(summary) if hasattr(bench, "one_sided") else ""
+            if caveat:
+                summary["one_sided"] = caveat
             summaries[name] = summary
         extra = bench.comparisons(test, per_item, summaries, self.cfg.seed)
-        return {"ground_truth": stats, "n_train": len(train), "n_test": len(test),
-                "primary_metric": bench.primary_metric, "explainers": summaries,
-                "multitask": len(truths) > 1,
-                "self_vs_best_other": self.paired(bench, per_item, summaries),
-                "self_vs_other": self.paired(bench, per_item, summaries, against="other"),
-                "self_vs": {n: self.paired(bench, per_item, summaries, against=n)
-                            for n in summaries if n != "self"} if "self" in summaries else {},
-                **({"comparisons": extra} if extra else {})}, item_scores
+        section: dict[str, Any] = {
+            "description": bench.description, "answer_format": bench.answer_format,
+            "scoring_text": bench.scoring_text, "ground_truth_text": bench.ground_truth_text,
+            "metrics": [m.to_dict() for m in bench.metrics], "primary_metric": bench.primary_metric,
+            "ground_truth": stats, "n_train": len(train), "n_test": len(test), "explainers": summaries,
+            "multitask": len(truths) > 1,
+            "facts": [f.to_dict() for f in bench.report_facts(stats)],
+            "charts": [c.to_dict() for c in bench.report_charts(stats)],
+            "self_vs_best_other": self.paired(bench, per_item, summaries),
+            "self_vs_other": self.paired(bench, per_item, summaries, against="other"),
+            "self_vs": {n: self.paired(bench, per_item, summaries, against=n)
+                        for n in summaries if n != "self"} if "self" in summaries else {},
+            **({"comparisons": extra} if extra else {})}
+        section["tables"] = [t.to_dict() for t in bench.report_tables(section)]
+        section["notes"] = bench.report_notes(section)
+        return section, item_scores
 
     def paired(self, bench: Benchmark, per_item: dict, summaries: dict,
                against: str | None = None) -> dict[str, Any] | None:
-        """Paired bootstrap of self minus `against` (default: the best non-self explainer evaluated
-        on the full test set) over the items both explainers answered."""
+        """Paired bootstrap of self minus `against` (default: the best non-self, non-reference
+        explainer evaluated on the full test set, by the primary metric's direction) over the
+        items both explainers answered."""
         metric = bench.primary_metric
         others = [n for n in summaries if n != "self" and not summaries[n]["subsample"]
-                  and n not in bench.reference_explainers]
+                  and not summaries[n]["reference"]]
         if "self" not in summaries or (against is None and not others) or (against and against not in summaries):
             return None
-        best = against or max(others, key=lambda n: summaries[n][metric]["value"])
+        sign = 1.0 if bench.metric(metric).higher_is_better else -1.0
+        best = against or max(others, key=lambda n: sign * summaries[n][metric]["value"])
         ids = [i for i in per_item[best][metric] if i in per_item["self"][metric]]
         diff = paired_difference([per_item["self"][metric][i] for i in ids],
                                  [per_item[best][metric][i] for i in ids], self.cfg.seed)
@@ -311,7 +377,7 @@ class Run:
             advance(len(items) - len(todo))
             for start in range(0, len(todo), PREDICTION_CHUNK):
                 chunk = todo[start:start + PREDICTION_CHUNK]
-                preds = explainer.explain([r for _, r in chunk])
+                preds = explainer.explain([r.without(bench.truth_keys) for _, r in chunk])
                 self.store.add_predictions(self.id, bench.name, name, chunk[0][0], [r for _, r in chunk], preds)
                 saved.update({r.id: p for (_, r), p in zip(chunk, preds)})
                 advance(len(chunk))

@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS predictions (
     run_id TEXT NOT NULL, benchmark TEXT NOT NULL, explainer TEXT NOT NULL, record_id TEXT NOT NULL,
     position INTEGER NOT NULL, text TEXT NOT NULL, forward_passes REAL NOT NULL, seconds REAL NOT NULL,
-    scores TEXT,
+    scores TEXT, structured TEXT,
     PRIMARY KEY (run_id, benchmark, explainer, record_id));
 CREATE TABLE IF NOT EXISTS explainer_runs (
     run_id TEXT NOT NULL, benchmark TEXT NOT NULL, explainer TEXT NOT NULL, n_items INTEGER NOT NULL,
@@ -90,6 +90,8 @@ class Store:
             for column, kind in (("host", "TEXT"), ("pid", "INTEGER")):  # stores written before these existed
                 if column not in columns:
                     self.db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+            if "structured" not in {row[1] for row in self.db.execute("PRAGMA table_info(predictions)")}:
+                self.db.execute("ALTER TABLE predictions ADD COLUMN structured TEXT")
             version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{self.path} is not a selfexplain results store ({exc})") from exc
@@ -180,6 +182,9 @@ class Store:
     def resolve(self, ref: str) -> str:
         """A run id from an id, a unique id prefix or a run directory path."""
         name = Path(ref).name if ("/" in ref or Path(ref).is_dir()) else ref
+        if not ref.strip() or not name.strip():  # '' (or '.') is a prefix of every id: never guess
+            raise ConfigError(f"no run id given ({ref!r}); pass a run id, a unique prefix of one or a run "
+                              f"directory (`selfexplain runs` lists them)")
         ids = [r.id for r in self.runs()]
         if name in ids:
             return name
@@ -196,7 +201,9 @@ class Store:
             raise ConfigError(f"no run '{run_id}' in {self.path}")
         if row[0] is None:
             raise ConfigError(f"run '{run_id}' has no results yet (status: {row[1]}); rerun its command to finish it")
-        return json.loads(row[0])
+        from selfexplain.results import check_results
+
+        return check_results(json.loads(row[0]), f"run '{run_id}' in {self.path}")
 
     def config(self, run_id: str) -> dict[str, Any]:
         row = self.db.execute("SELECT config FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -231,8 +238,10 @@ class Store:
         from selfexplain.runs import faults
 
         with self.transaction() as db:
-            db.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                           [(run_id, benchmark, explainer, r.id, start + i, e.text, e.forward_passes, e.seconds)
+            db.executemany("INSERT INTO predictions (run_id, benchmark, explainer, record_id, position, text, "
+                           "forward_passes, seconds, structured) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(run_id, benchmark, explainer, r.id, start + i, e.text, e.forward_passes, e.seconds,
+                             json.dumps(e.structured()) if e.structured() else None)
                             for i, (r, e) in enumerate(zip(items, explanations))])
             faults.checkpoint("predictions-chunk")  # crash tests kill here, inside the transaction
 
@@ -245,9 +254,10 @@ class Store:
 
     def predictions(self, run_id: str, benchmark: str, explainer: str) -> dict[str, Explanation]:
         """The answers saved so far (complete or not), by record id."""
-        cur = self.db.execute("SELECT record_id, text, forward_passes, seconds FROM predictions WHERE run_id=? "
-                              "AND benchmark=? AND explainer=? ORDER BY position", (run_id, benchmark, explainer))
-        return {rid: Explanation(text, fp, s) for rid, text, fp, s in cur.fetchall()}
+        cur = self.db.execute("SELECT record_id, text, forward_passes, seconds, structured FROM predictions WHERE "
+                              "run_id=? AND benchmark=? AND explainer=? ORDER BY position", (run_id, benchmark, explainer))
+        return {rid: Explanation(text, fp, s, **(json.loads(st) if st else {}))
+                for rid, text, fp, s, st in cur.fetchall()}
 
     def completed(self, run_id: str, benchmark: str, explainer: str) -> tuple[int, dict | None] | None:
         """(number of items, info) if the explainer answered all its items; None otherwise."""

@@ -14,7 +14,6 @@ Results are cached on disk, so re-running a benchmark costs no forward pass.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -30,6 +29,7 @@ import torch
 from selfexplain.runs.atomic import write_json
 from selfexplain.errors import ConfigError, DataError, ModelLoadError
 from selfexplain.models.loading import LoadedModel, base_model
+from selfexplain.models.prefix_cache import cache_input, output_cache, prefix_cache, repeat_cache
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ METHODS: dict[str, str] = {
     "attention_last": "last-layer attention from the last position, mean over heads",
     "attention_rollout": "attention rollout (Abnar & Zuidema 2020): 0.5*A+0.5*I per layer, product over layers",
 }
+# The methods in order of cost per input (attention is one forward, the perturbation methods many):
+# runs answer with the cheapest first, so partial results appear early.
+CHEAPEST_FIRST = ("attention_last", "attention_rollout", "integrated_gradients", "occlusion", "lime", "kernel_shap")
 
 PERTURBATION_METHODS = ("occlusion", "lime", "kernel_shap")
 
@@ -283,18 +286,14 @@ class _Scorer:
         """The cached KV of the first `length` tokens, repeated for `n_rows` rows (None for 0)."""
         if length == 0:
             return None
-        past = copy.deepcopy(self._cache)
-        if self._cache_len > length:
-            past.crop(length - self._cache_len)  # transformers 5 crops by a negative count only
-        past.batch_repeat_interleave(n_rows)
-        return past
+        return repeat_cache(self._cache, n_rows, keep=length, copy=True)
 
     def _run(self, first: int, n_rows: int, **inputs: torch.Tensor) -> torch.Tensor:
         """Forward rows from position `first` on (ids[:first] come from the cache)."""
         past = self._past(first, n_rows)
         positions = torch.arange(first, len(self.ids), device=self.device).expand(n_rows, -1)
         with self.subject.autocast():
-            logits = self.model(**inputs, past_key_values=past, position_ids=positions,
+            logits = self.model(**inputs, **cache_input(past), position_ids=positions,
                                 use_cache=past is not None, logits_to_keep=1).logits
         self.rows += n_rows
         return self._logprob(logits)
@@ -308,7 +307,7 @@ class _Scorer:
             self.rows += 1
             self._clean = self._logprob(out.logits)
             if self.reuse_kv:
-                self._cache, self._cache_len = out.past_key_values, len(self.ids)
+                self._cache, self._cache_len = output_cache(out), len(self.ids)
         return self._clean
 
     def _ensure_prefix(self) -> None:
@@ -316,9 +315,9 @@ class _Scorer:
         if self._cache_len >= self.start or self.start == 0:
             return
         with torch.no_grad(), self.subject.autocast():
-            out = self.model(input_ids=self.ids[None, :self.start], use_cache=True)
+            self._cache = prefix_cache(self.model, self.ids[None, :self.start])
         self.rows += 1
-        self._cache, self._cache_len = out.past_key_values, self.start
+        self._cache_len = self.start
 
     @torch.no_grad()
     def span_ids(self, span: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,13 @@ from selfexplain.explainers.base import Explainer
 from selfexplain.explainers.baselines import HeuristicExplainer, MajorityExplainer
 from selfexplain.techniques.interventions import left_pad
 from selfexplain.models.loading import LoadedModel, eval_mode
+from selfexplain.models.prefix_cache import cache_input, prefix_cache, repeat_cache
 from selfexplain.templates import chat_parts, load_templates
 from selfexplain.benchmarks.ablation.questions import Question, load_questions
 from selfexplain.records import Provenance, Record
-from selfexplain.benchmarks.base import BaselineEnv, ChangeBenchmark, GroundTruth, balanced_sample, sources_for
+from selfexplain.benchmarks.ablation.live import LIVE
+from selfexplain.benchmarks.base import BaselineEnv, BaselineSpec, GroundTruth, balanced_sample, sources_for
+from selfexplain.benchmarks.change import ChangeBenchmark
 
 
 @dataclass
@@ -55,10 +58,13 @@ QUESTIONS_PER_FORWARD = 16
 class AblationBenchmark(ChangeBenchmark):
     name = "ablation"
     description = "predict whether removing a hint from a multiple-choice prompt changes the subject's answer"
-    primary_metric = "exact_match"
     after_key = "unhinted_answer"
+    constant_baseline = "never-changes"
     before_key = "hinted_answer"  # the query states it; the intervention removes the hint
+    accuracy_key = "subject_accuracy_unhinted"
     sources = ("facts", "mmlu")
+    live = LIVE  # `selfexplain explain`'s live claims (live.py)
+    data_files = (("selfexplain.data", "relations.json"), ("selfexplain.data", "facts.jsonl"))
     sizes = {"quick": {"n_train": 1000, "n_test": 300}, "full": {"n_train": 10000, "n_test": 2000}}
 
     # Attribution settings per mode: quick mode trades estimator precision for time (measured
@@ -129,11 +135,10 @@ class AblationBenchmark(ChangeBenchmark):
         rest = left_pad([p.hint + p.tail for _, prompts in items for p in prompts], pad, device)
         head_lengths = heads.attention_mask.sum(1)[owner]
         with subject.autocast():
-            past = subject.model(**heads.model_inputs(), use_cache=True).past_key_values
-            past.batch_select_indices(owner)
+            past = repeat_cache(prefix_cache(subject.model, **heads.model_inputs()), owner)
             logits = subject.model(input_ids=rest.input_ids,
                                    attention_mask=torch.cat([heads.attention_mask[owner], rest.attention_mask], 1),
-                                   position_ids=rest.position_ids + head_lengths[:, None], past_key_values=past,
+                                   position_ids=rest.position_ids + head_lengths[:, None], **cache_input(past),
                                    logits_to_keep=1).logits[:, -1].float().cpu()
         out, row = [], 0
         for (q, _), n in zip(items, counts):
@@ -211,7 +216,6 @@ class AblationBenchmark(ChangeBenchmark):
         stats = {
             "n_questions": used, "n_candidate_questions": len(questions),
             "subject_accuracy_unhinted": correct / max(1, used),
-            "subject_accuracy_unpatched": correct / max(1, used),  # the name every report reads
             "n_raw_records": len(raw), "raw_changed_rate": _rate(raw, changed),
             "followed_hint_rate": _rate(raw, lambda r: r.context["followed_hint"]),
             "changed_rate_hint_correct": _rate([r for r in raw if r.context["hint_correct"]], changed),
@@ -308,25 +312,36 @@ class AblationBenchmark(ChangeBenchmark):
         target = self.first_token(subject, record.context["hinted_answer"])
         return AttributionInput(ids, target, start, end, groups), enc.hint_positions()
 
-    def baselines(self, env: BaselineEnv) -> dict[str, Callable[[], Explainer]]:
-        out: dict[str, Callable[[], Explainer]] = {
-            "never-changes": lambda: HeuristicExplainer(
-                "never-changes", lambda r: self.predicted(r, False),
-                "always 'unchanged from <the subject's hinted answer>'", forward_passes=1),
-            "majority": lambda: MajorityExplainer(self.predicted, forward_passes=1),
-            "hint-follow": lambda: HeuristicExplainer(
-                "hint-follow", lambda r: self.predicted(r, r.context["followed_hint"]),
-                "'changes' exactly when the subject's hinted answer is the hinted option", forward_passes=1),
-        }
-        from selfexplain.techniques.attribution import METHODS  # captum is imported only when attributions run
+    @property
+    def truth_keys(self) -> frozenset[str]:  # type: ignore[override]
+        """The unhinted answer and what depends on it."""
+        return super().truth_keys | {"subject_correct"}
 
-        for method in METHODS:
-            out[method.replace("_", "-")] = _attribution_factory(self, env, method)
+    def baselines(self) -> list[BaselineSpec]:
+        out = [
+            BaselineSpec("never-changes", "heuristic", "the answer never changes (unchanged from the subject's "
+                         "hinted answer)", lambda env: HeuristicExplainer(
+                             "never-changes", lambda r: self.predicted(r, False),
+                             "always 'unchanged from <the subject's hinted answer>'", forward_passes=1)),
+            BaselineSpec("majority", "heuristic", "the most frequent answer kind in training",
+                         lambda env: MajorityExplainer(self.predicted, forward_passes=1)),
+            BaselineSpec("hint-follow", "heuristic", "'changes' exactly when the subject's hinted answer is the "
+                         "hinted option", lambda env: HeuristicExplainer(
+                             "hint-follow", lambda r: self.predicted(r, r.context["followed_hint"]),
+                             "'changes' exactly when the subject's hinted answer is the hinted option",
+                             forward_passes=1)),
+        ]
+        from selfexplain.techniques.attribution import CHEAPEST_FIRST, METHODS  # captum is imported only when attributions run
+
+        for method in CHEAPEST_FIRST:
+            out.append(BaselineSpec(method.replace("_", "-"), "post-hoc",
+                                    f"{METHODS[method].split(':')[0]}: share of attribution mass on the hint tokens, "
+                                    "thresholded on training items", _attribution_factory(self, method)))
         return out
 
 
-def _attribution_factory(bench: AblationBenchmark, env: BaselineEnv, method: str) -> Callable[[], Explainer]:
-    def make() -> Explainer:
+def _attribution_factory(bench: AblationBenchmark, method: str) -> Callable[[BaselineEnv], Explainer]:
+    def make(env: BaselineEnv) -> Explainer:
         from selfexplain.benchmarks.ablation.attribution_baselines import AttributionThreshold
 
         subject = env.subject()

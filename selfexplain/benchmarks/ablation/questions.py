@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from selfexplain.errors import DataError
-from selfexplain.data.facts import Fact, data_root, embedded_facts, read_jsonl
+from selfexplain.data.facts import Fact, data_root, embedded_facts
+from selfexplain.data.jsonl import read_jsonl
 from selfexplain.templates import load_templates
 
 LETTERS = ("A", "B", "C", "D")

@@ -8,10 +8,9 @@ Ground truth is the subject's greedy answer after the patch: "unchanged from Y" 
 
 from __future__ import annotations
 
-import copy
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -21,9 +20,12 @@ from selfexplain.explainers.baselines import HeuristicExplainer
 from selfexplain.data.facts import Fact, data_root, load_facts
 from selfexplain.techniques.interventions import Patch, patch_residual, record_residual
 from selfexplain.models.loading import LoadedModel, eval_mode
+from selfexplain.models.prefix_cache import cache_input, output_cache, repeat_cache
 from selfexplain.templates import load_templates
 from selfexplain.records import Provenance, Record
-from selfexplain.benchmarks.base import BaselineEnv, ChangeBenchmark, GroundTruth, balanced_sample, parse_change_answer, sources_for
+from selfexplain.benchmarks.patching.live import LIVE
+from selfexplain.benchmarks.base import BaselineSpec, GroundTruth, balanced_sample, sources_for
+from selfexplain.benchmarks.change import ChangeBenchmark, parse_change_answer
 
 TOKEN_TYPES = ("subject_question", "subject_answer", "last")
 parse_answer = parse_change_answer  # the patching answer format is the shared change format
@@ -56,10 +58,14 @@ def layer_blocks(n_layers: int, n_blocks: int = 6) -> list[tuple[int, int]]:
 class PatchingBenchmark(ChangeBenchmark):
     name = "patching"
     description = "predict the subject's answer after activation patching (layer block x token)"
-    primary_metric = "exact_match"
     after_key = "patched_answer"
+    constant_baseline = "never-changes"
+    default_suite = True  # the README's first command: the quickest privileged-access test
     before_key = "clean_answer"
+    accuracy_key = "subject_accuracy_unpatched"
     sources = ("facts", "counterfact", "lre")
+    live = LIVE  # `selfexplain explain`'s live claims (live.py)
+    data_files = (("selfexplain.data", "relations.json"), ("selfexplain.data", "facts.jsonl"))
 
     def __init__(self, n_blocks: int = 6, test_fraction: float = 0.3, option_answers_only: bool = True):
         """option_answers_only: skip items where the unpatched subject answers none of the
@@ -132,14 +138,12 @@ class PatchingBenchmark(ChangeBenchmark):
         clean run, so their KV cache is reused: only the suffix is recomputed.
         """
         device = subject.device
-        past = copy.deepcopy(cache)
-        past.crop(start - len(ids))  # remove the tokens from `start` on
-        past.batch_repeat_interleave(n_rows)
+        past = repeat_cache(cache, n_rows, keep=start, copy=True)  # the tokens before `start`
         suffix = torch.tensor([ids[start:]] * n_rows, device=device)
         positions = torch.arange(start, len(ids), device=device).expand(n_rows, -1)
         shifted = [Patch(p.row, p.layer, p.position - start, p.vector) for p in patches]
         with subject.autocast(), patch_residual(subject.model, shifted):
-            logits = subject.model(input_ids=suffix, past_key_values=past, position_ids=positions,
+            logits = subject.model(input_ids=suffix, **cache_input(past), position_ids=positions,
                                    use_cache=True, logits_to_keep=1).logits[:, -1]
         return logits.float().argmax(-1)
 
@@ -204,7 +208,7 @@ class PatchingBenchmark(ChangeBenchmark):
                     patches = [Patch(i, layer, base.positions[kind], resid[layer][0, cf.positions[kind]])
                                for i, ((first, last), _) in enumerate(kind_rows) for layer in range(first, last + 1)]
                     rows += kind_rows
-                    answers += self._patched_answers(subject, base.ids, out.past_key_values,
+                    answers += self._patched_answers(subject, base.ids, output_cache(out),
                                                      base.positions[kind], len(kind_rows), patches).tolist()
                 for row, ((first, last), kind) in enumerate(rows):
                     after = self.answer_label(subject, int(answers[row]), item.options)
@@ -284,19 +288,21 @@ class PatchingBenchmark(ChangeBenchmark):
             cf_clean = self.answer_label(subject, int(cf_logits.float().argmax()), options)
             patches = [Patch(0, layer, enc.positions[kind], resid[layer][0, cf_enc.positions[kind]])
                        for layer in range(first, last + 1)]
-            token = self._patched_answers(subject, enc.ids, out.past_key_values, enc.positions[kind], 1, patches)
+            token = self._patched_answers(subject, enc.ids, output_cache(out), enc.positions[kind], 1, patches)
             after = self.answer_label(subject, int(token[0]), options)
         return self._record(subject, config, item, enc, cf_enc, block, kind, clean, cf_clean, after,
                             resid[last][0, cf_enc.positions[kind]].float().cpu())
 
-    def baselines(self, env: BaselineEnv) -> dict[str, Callable[[], Explainer]]:
+    def baselines(self) -> list[BaselineSpec]:
         unchanged = self.t["answer_unchanged"]
-        return {
-            "never-changes": lambda: HeuristicExplainer(
-                "never-changes", lambda r: unchanged.format(answer=r.context["clean_answer"]),
-                "always 'unchanged from <the subject's unpatched answer>'", forward_passes=1),
-            "layer-token-prior": lambda: CellPrior(self.t),
-        }
+        return [
+            BaselineSpec("never-changes", "heuristic", "the answer never changes (unchanged from the subject's "
+                         "unpatched answer)", lambda env: HeuristicExplainer(
+                             "never-changes", lambda r: unchanged.format(answer=r.context["clean_answer"]),
+                             "always 'unchanged from <the subject's unpatched answer>'", forward_passes=1)),
+            BaselineSpec("layer-token-prior", "heuristic", "training change rate per (layer block, token, relation) "
+                         "+ the subject's unpatched answers", lambda env: CellPrior(self.t)),
+        ]
 
 
 class CellPrior(Explainer):

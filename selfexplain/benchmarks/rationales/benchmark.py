@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from selfexplain.runs.atomic import write_json
-from selfexplain.techniques.attribution import METHODS, Attributor
+from selfexplain.techniques.attribution import CHEAPEST_FIRST, METHODS, Attributor
 from selfexplain.config import RunConfig
 from selfexplain.benchmarks.rationales.eraser import load_eraser
 from selfexplain.errors import ConfigError, DataError
@@ -37,12 +37,13 @@ from selfexplain.benchmarks.rationales.explainers import (AttributionRanking, Hu
 from selfexplain.data.facts import data_root
 from selfexplain.models.generation import Decoding
 from selfexplain.benchmarks.rationales.faithfulness import AOPC_BINS, bin_size, random_rationales
-from selfexplain.metrics import bootstrap_macro_mean, bootstrap_mean, paired_difference
+from selfexplain.metrics import bootstrap_macro_mean, bootstrap_mean, format_estimate, paired_difference
 from selfexplain.models.loading import LoadedModel
 from selfexplain.benchmarks.rationales.inputs import RationaleInput, build_inputs, option_probabilities, predict
 from selfexplain.benchmarks.rationales.text import format_ranking, parse_rationale, sayable
 from selfexplain.records import Provenance, Record, split
-from selfexplain.benchmarks.base import BaselineEnv, Benchmark, GroundTruth, sources_for
+from selfexplain.benchmarks.base import (BaselineEnv, BaselineSpec, Benchmark, GroundTruth, MetricSpec, ReportFact,
+                                         ReportTable, sources_for)
 
 DATASETS = ("movies", "boolq", "fever", "multirc", "cose")
 QUESTION = ("Which words of the text did your answer rely on most? List them, most important first, "
@@ -58,19 +59,28 @@ METRICS = ("comprehensiveness_vs_random", "sufficiency_vs_random", "comprehensiv
 # ceiling, and attention run on every test item).
 SUBSAMPLED_METHODS = ("lime", "kernel_shap", "integrated_gradients")
 HEADLINE = ("comprehensiveness", "sufficiency", "comprehensiveness_vs_random", "sufficiency_vs_random")
+PER_DATASET = ("comprehensiveness", "comprehensiveness_vs_random", "sufficiency", "sufficiency_vs_random")
 
 
 class RationalesBenchmark(Benchmark):
     name = "rationales"
     description = ("ERASER rationales: ranked words the subject's prediction relied on, scored by "
                    "comprehensiveness / sufficiency / AOPC on the subject, vs human rationales and attribution maps")
-    primary_metric = "comprehensiveness_vs_random"
+    answer_format = "ranking"
+    metrics = (MetricSpec("comprehensiveness_vs_random", "comprehensiveness - random", primary=True),
+               MetricSpec("sufficiency_vs_random", "sufficiency - random (lower is better)", higher_is_better=False),
+               MetricSpec("comprehensiveness", "comprehensiveness"),
+               MetricSpec("sufficiency", "sufficiency (lower is better)", higher_is_better=False),
+               MetricSpec("aopc_comprehensiveness_vs_random", "AOPC comprehensiveness - random"),
+               MetricSpec("aopc_sufficiency_vs_random", "AOPC sufficiency - random (lower is better)",
+                          higher_is_better=False),
+               MetricSpec("aopc_comprehensiveness", "AOPC comprehensiveness"),
+               MetricSpec("aopc_sufficiency", "AOPC sufficiency (lower is better)", higher_is_better=False))
     sources = DATASETS
     default_sources = ("movies", "fever", "cose")
     # design.md: benchmark 3 is the head-on human comparison, not a privileged-access (self vs
     # other) test, so the other model is not trained for it.
     generic_explainers = frozenset({"self", "zero-shot"})
-    reference_explainers = frozenset({"occlusion"})  # the training target itself: a ceiling, not a rival
     # Ranked word lists: a listed word is never listed again (greedy lists otherwise loop).
     decoding = Decoding(max_new_tokens=192, no_repeat_ngram=2)
     sizes = {"quick": {"n_train": 72, "n_test": 30}, "full": {"n_train": 3000, "n_test": 600}}
@@ -220,23 +230,86 @@ class RationalesBenchmark(Benchmark):
                                                   / max(1, sum(i.evidence_words_original for i in inputs))),
                         "doc_tokens_median": statistics.median(i.n_doc_tokens_original for i in inputs)}
 
+    scoring_text = ("Every explainer names the words of the same held-out documents that the subject's prediction "
+                    "relied on; each rationale is scored on the subject itself at equal length (the human rationale's "
+                    "length, and 1/5/10/20/50% of the words for AOPC): comprehensiveness is the drop in the "
+                    "probability of the subject's answer when the rationale is deleted (higher is better), "
+                    "sufficiency the drop when only the rationale is kept (lower is better); \u201c\u2212 random\u201d "
+                    "subtracts the same metric for random words of that length. Documents are cut to a token budget "
+                    "around the human evidence. Macro-averaged over datasets.")
+    ground_truth_text = ("Every rationale is scored by what the subject actually does when its words are deleted or "
+                         "kept alone. Training targets are the subject's own word occlusion on training documents. "
+                         "Per dataset: the subject's accuracy, the token budget and how much human evidence it cut.")
+
     def describe(self, stats: dict) -> str:
         parts = [f"{name}: accuracy {d['subject_accuracy_test']:.0%} on {d['n_test']} test items"
                  for name, d in stats.get("datasets", {}).items()]
         return f"document budget {stats.get('budget_tokens')} tokens; " + "; ".join(parts)
 
-    # ----- explainers -----------------------------------------------------------------------
-    def baselines(self, env: BaselineEnv) -> dict[str, Callable[[], Explainer]]:
-        out: dict[str, Callable[[], Explainer]] = {
-            "human": lambda: HumanRationale(self.input_of, env.config.seed),
-            "random": lambda: RandomRationale(self.input_of, env.config.seed),
-        }
-        for method in METHODS:
-            out[method.replace("_", "-")] = self._attribution_factory(env, method)
+    def report_facts(self, stats: dict) -> list[ReportFact]:
+        facts = [ReportFact("document budget", stats.get("budget_tokens", "?"), "count", "tokens per input",
+                            headline=True)]
+        for name, d in (stats.get("datasets") or {}).items():
+            facts.append(ReportFact(
+                name, f"{d['n_train']} train / {d['n_test']} test items; subject accuracy "
+                f"{100 * d['subject_accuracy_test']:.0f}% on the test items; document budget {d['budget_tokens']} "
+                f"tokens ({d['n_cut']} items cut, {100 * d['evidence_dropped_rate']:.0f}% of human evidence words "
+                f"outside the window); median {d['words_median']:.0f} words, human rationale "
+                f"{d['human_words_median']:.0f}; {d['malformed_rows']} malformed rows skipped.", "text",
+                group="datasets"))
+        return facts
+
+    def report_tables(self, section: dict[str, Any]) -> list[ReportTable]:
+        """Per dataset: each explainer's headline metrics with CIs, and self minus it (paired); then
+        the items the subject classifies correctly."""
+        primary = self.primary_metric
+        labels = {m.name: m.label for m in self.metrics}
+        explainers = section["explainers"]
+        datasets = sorted({d for s in explainers.values() for d in s.get("per_dataset", {})})
+        comparisons = section.get("comparisons") or {}
+        lead = ("Each explainer on each dataset (95% CIs); self - this is paired on the items both answered; "
+                "cost vs self is this explainer's time per explanation over self's.")
+        out = []
+        for dataset in datasets:
+            hdr = (["explainer", "n"] + [labels[m] for m in PER_DATASET] +
+                   [f"self - this: {labels[m]}" for m in ("comprehensiveness", "sufficiency")] + ["cost vs self"])
+            ranked = sorted(((n, s["per_dataset"][dataset]) for n, s in explainers.items()
+                             if dataset in s.get("per_dataset", {})), key=lambda kv: -kv[1][primary]["value"])
+            rows = []
+            for name, d in ranked:
+                pair = comparisons.get(name, {}).get(dataset, {})
+                ratio = comparisons.get(name, {}).get("cost_ratio")
+                rows.append([name, str(d["n"])] + [format_estimate(d[m]) for m in PER_DATASET] +
+                            [format_estimate(pair[m]) if m in pair else "" for m in ("comprehensiveness", "sufficiency")]
+                            + [f"{ratio:.1f}x" if isinstance(ratio, float) and ratio == ratio else ""])
+            out.append(ReportTable(dataset, hdr, rows, lead))
+        correct = [(n, s["subject_correct"]) for n, s in explainers.items() if "subject_correct" in s]
+        if datasets and correct:
+            hdr = ["explainer", "n"] + [labels[m] for m in PER_DATASET]
+            rows = [[name, str(d["n"])] + [format_estimate(d[m]) for m in PER_DATASET]
+                    for name, d in sorted(correct, key=lambda kv: -_or_low(kv[1][primary]["value"]))]
+            out.append(ReportTable("items the subject classifies correctly (macro over datasets)", hdr, rows))
         return out
 
-    def _attribution_factory(self, env: BaselineEnv, method: str) -> Callable[[], Explainer]:
-        def make() -> Explainer:
+    # ----- explainers -----------------------------------------------------------------------
+    def baselines(self) -> list[BaselineSpec]:
+        out = [
+            BaselineSpec("human", "human", "the human evidence spans (ERASER annotators), unranked",
+                         lambda env: HumanRationale(self.input_of, env.config.seed)),
+            BaselineSpec("random", "heuristic", "document words in a seeded random order",
+                         lambda env: RandomRationale(self.input_of, env.config.seed)),
+        ]
+        for method in CHEAPEST_FIRST:
+            ceiling = method == "occlusion"  # the training target itself: a ceiling, not a rival
+            out.append(BaselineSpec(
+                method.replace("_", "-"), "reference" if ceiling else "post-hoc",
+                f"{METHODS[method].split(':')[0]}: words ranked by attribution"
+                + (" (the training target itself, shown as the ceiling)" if ceiling else ""),
+                self._attribution_factory(method), reference=ceiling))
+        return out
+
+    def _attribution_factory(self, method: str) -> Callable[[BaselineEnv], Explainer]:
+        def make(env: BaselineEnv) -> Explainer:
             slow = method in SUBSAMPLED_METHODS
             params = self.attribution_params.get(env.config.mode, {}).get(method, {})
             return AttributionRanking(method, env.subject(), self.input_of, env.cache_dir, params,
@@ -359,6 +432,10 @@ class RationalesBenchmark(Benchmark):
                                                                      seed).to_dict() for m in HEADLINE}}
             out[rival] = rows
         return out
+
+
+def _or_low(x: float) -> float:
+    return x if x == x else float("-inf")  # NaN (no such items) sorts last
 
 
 def _digest(*parts: Any) -> str:

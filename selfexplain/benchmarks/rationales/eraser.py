@@ -17,12 +17,12 @@ skipped. Malformed rows are reported (file, line, reason) and skipped, never fat
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from selfexplain.data.jsonl import read_jsonl
 from selfexplain.errors import DataError
 
 # Label sets of the ERASER tasks (the benchmark's own class lists); other datasets in the same
@@ -109,26 +109,8 @@ class _RowError(Exception):
 
 # ----- reading ------------------------------------------------------------------------------
 def _rows(path: Path, skipped: list[tuple[str, int, str]]) -> Iterator[tuple[int, dict]]:
-    """(line number, row) for each JSON object line; bad lines go to `skipped`. An unreadable
-    file (missing, not UTF-8, permissions) is a DataError."""
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    skipped.append((str(path), lineno, f"not valid JSON ({exc.msg})"))
-                    continue
-                if not isinstance(row, dict):
-                    skipped.append((str(path), lineno, "not a JSON object"))
-                    continue
-                yield lineno, row
-    except FileNotFoundError:
-        raise DataError(f"ERASER file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    """(line number, row) for each JSON object line; bad lines go to `skipped` (data.jsonl policy)."""
+    return read_jsonl(path, skipped=skipped, what="ERASER file")
 
 
 def _locate(path: Path, split_file: str) -> tuple[Path, Path]:

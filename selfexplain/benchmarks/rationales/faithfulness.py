@@ -13,8 +13,8 @@ also normalised against random rationales of the same length and scope (Carton e
 found human rationales not reliably sufficient; a random baseline tells "faithful" from
 "any k tokens would do"). See `normalize`.
 
-All functions are pure except `class_probabilities` and `option_log_likelihoods`, the only
-places that run the model.
+All functions are pure except `class_probabilities`, the only place that runs the model (option
+log-likelihoods come from `generation.option_logprobs` with SUBJECT_LAYOUT).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 import torch
 
 from selfexplain.errors import ConfigError, DataError
-from selfexplain.techniques.interventions import left_pad
+from selfexplain.models.generation import ScoreLayout, option_logprobs, prompt_logits
 from selfexplain.models.loading import LoadedModel, base_model, eval_mode
 
 AOPC_BINS: tuple[float, ...] = (0.01, 0.05, 0.10, 0.20, 0.50)
@@ -186,7 +186,7 @@ def class_probabilities(subject: LoadedModel, prompts_ids: Sequence[Sequence[int
     `class_token_ids` is one token id per class (its next-token logit at the last position is
     read) or one token-id sequence per class (multi-token options, e.g. answer texts): then a
     class's score is the summed log-likelihood of its whole sequence after the prompt
-    (`option_log_likelihoods`). Both give the same numbers for single-token classes: the softmax
+    (`generation.option_logprobs`). Both give the same numbers for single-token classes: the softmax
     of logits and of log-probabilities at the same position only differ by a constant.
     Batched and left-padded (rows sorted by length to pad little); the result is in prompt order
     and matches one-at-a-time runs."""
@@ -198,7 +198,8 @@ def class_probabilities(subject: LoadedModel, prompts_ids: Sequence[Sequence[int
         if any(len(o) > 1 for o in options):
             if any(len(p) == 0 for p in prompts_ids):
                 raise DataError("a prompt has no tokens (did a perturbation remove everything?)")
-            scores = option_log_likelihoods(subject, prompts_ids, [options] * len(prompts_ids), batch_size)
+            per_prompt = checked_options(subject, prompts_ids, [options] * len(prompts_ids))
+            scores = option_logprobs(subject, prompts_ids, per_prompt, batch_size=batch_size, layout=SUBJECT_LAYOUT)
             out = torch.empty((len(prompts_ids), len(options)), dtype=torch.float32)
             for i, row in enumerate(scores):
                 out[i] = torch.softmax(row, dim=-1)
@@ -219,7 +220,7 @@ def class_probabilities(subject: LoadedModel, prompts_ids: Sequence[Sequence[int
     with eval_mode(subject.model), subject.autocast():
         for lo in range(0, len(order), batch_size):
             rows = order[lo:lo + batch_size]
-            logits, *_ = _last_logits(subject, [prompts_ids[i] for i in rows], use_cache=False)
+            logits, *_ = prompt_logits(subject, [prompts_ids[i] for i in rows], min_shared_prefix=MIN_SHARED_PREFIX)
             out[rows] = torch.softmax(logits[:, index], dim=-1).cpu()
     return out
 
@@ -227,36 +228,9 @@ def class_probabilities(subject: LoadedModel, prompts_ids: Sequence[Sequence[int
 # A batch whose prompts all start with this many tokens runs them once (KV cache) for every row:
 # perturbations of one input share its chat header and template text (~15-25% of the tokens).
 MIN_SHARED_PREFIX = 8
-
-
-def common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens every row shares, leaving at least one token of each row."""
-    first, limit = rows[0], min(len(r) for r in rows) - 1
-    k = 0
-    while k < limit and all(r[k] == first[k] for r in rows):
-        k += 1
-    return k
-
-
-def _last_logits(subject: LoadedModel, rows: Sequence[Sequence[int]], use_cache: bool):
-    """(logits at each row's last token (B, V) float32, the KV cache or None, the attention mask
-    over cache + rows, each row's real token count). A prefix shared by every row runs once."""
-    device = subject.device
-    shared = common_prefix(rows) if len(rows) > 1 else 0
-    past = None
-    if shared >= MIN_SHARED_PREFIX:
-        past = subject.model(input_ids=torch.tensor([list(rows[0][:shared])], device=device),
-                             use_cache=True).past_key_values
-        past.batch_repeat_interleave(len(rows))
-    else:
-        shared = 0
-    batch = left_pad([r[shared:] for r in rows], subject.tokenizer.pad_token_id, device)
-    mask = batch.attention_mask
-    if shared:
-        mask = torch.cat([torch.ones((len(rows), shared), dtype=mask.dtype, device=device), mask], 1)
-    result = subject.model(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids + shared,
-                           past_key_values=past, use_cache=use_cache, logits_to_keep=1)
-    return result.logits[:, -1].float(), result.past_key_values if use_cache else None, mask, mask.sum(-1)
+# How the subject's option log-likelihoods are batched (longest prompts first, shared prefixes
+# run once, only multi-token options continue): kept so stored numbers stay bit-identical.
+SUBJECT_LAYOUT = ScoreLayout(longest_first=True, min_shared_prefix=MIN_SHARED_PREFIX, continuation="tails")
 
 
 def _vocab_size(subject: LoadedModel) -> int:
@@ -278,54 +252,15 @@ def _check_options(options: Sequence[Sequence[int]], vocab: int) -> list[list[in
     return out
 
 
-def option_log_likelihoods(subject: LoadedModel, prompts_ids: Sequence[Sequence[int]],
-                           options: Sequence[Sequence[Sequence[int]]], batch_size: int = 16) -> list[torch.Tensor]:
-    """Per prompt, a float32 tensor (len(options[i]),): the summed log-probability of each option's
-    token sequence right after prompt i, sum_j log p(o_j | prompt, o_<j). options[i] are prompt
-    i's options (prompts may have different ones, e.g. CoS-E answer texts).
-
-    Each prompt is run once (left-padded batches sorted by length, last position only, a prefix
-    shared by a whole batch run once); options
-    of more than one token then continue from its KV cache, all of a batch's (prompt, option)
-    rows in one more forward. Single-token options cost nothing beyond the prompt's forward.
-    Matches one-at-a-time runs and a plain forward of prompt + option (tests check both)."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if len(options) != len(prompts_ids):
-        raise ConfigError(f"need one option list per prompt: {len(prompts_ids)} prompts, {len(options)} lists")
+def checked_options(subject: LoadedModel, prompts_ids: Sequence[Sequence[int]],
+                    options: Sequence[Sequence[Sequence[int]]]) -> list[list[list[int]]]:
+    """Each prompt's options as lists of ints, for `generation.option_logprobs` with
+    SUBJECT_LAYOUT, after checking them (at least two, distinct, non-empty) and the prompts
+    (non-empty) against the subject's vocabulary: a bad id fails here, with its reason."""
     vocab = _vocab_size(subject)
     opts = [_check_options(o, vocab) for o in options]
     if any(len(p) == 0 for p in prompts_ids):
         raise DataError("a prompt has no tokens (did a perturbation remove everything?)")
     if any(not _token_ids(t) or not 0 <= t < vocab for p in prompts_ids for t in p):
         raise DataError(f"a prompt has token ids outside the vocabulary (size {vocab})")
-    out: list[torch.Tensor] = [torch.empty(0)] * len(prompts_ids)
-    order = sorted(range(len(prompts_ids)), key=lambda i: -len(prompts_ids[i]))
-    device = subject.device
-    with eval_mode(subject.model), subject.autocast():
-        for lo in range(0, len(order), batch_size):
-            rows = order[lo:lo + batch_size]
-            multi = [(b, c) for b, i in enumerate(rows) for c, o in enumerate(opts[i]) if len(o) > 1]
-            logits, past, prompt_mask, prompt_lengths = _last_logits(subject, [prompts_ids[i] for i in rows],
-                                                                     use_cache=bool(multi))
-            first = logits.log_softmax(-1).cpu()
-            scores = [first[b, [o[0] for o in opts[i]]].clone() for b, i in enumerate(rows)]
-            if multi:
-                which = torch.tensor([b for b, _ in multi], device=device)
-                past.batch_select_indices(which)  # one cache row per (prompt, option), repeats allowed
-                tails = [opts[rows[b]][c] for b, c in multi]
-                width = max(len(t) for t in tails) - 1
-                # Right-padded continuations: pad columns come after each row's last real token,
-                # so (causal attention) they change nothing that is read.
-                cont = torch.tensor([t[:-1] + [t[-1]] * (width - len(t) + 1) for t in tails], device=device)
-                mask = torch.cat([prompt_mask[which],
-                                  torch.ones((len(multi), width), dtype=prompt_mask.dtype, device=device)], 1)
-                lengths = prompt_lengths[which]
-                positions = lengths[:, None] + torch.arange(width, device=device)[None]
-                logits = subject.model(input_ids=cont, attention_mask=mask, position_ids=positions,
-                                       past_key_values=past).logits.float().log_softmax(-1).cpu()
-                for r, ((b, c), t) in enumerate(zip(multi, tails)):
-                    scores[b][c] += logits[r, torch.arange(len(t) - 1), t[1:]].sum()
-            for b, i in enumerate(rows):
-                out[i] = scores[b]
-    return out
+    return opts

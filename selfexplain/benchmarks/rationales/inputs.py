@@ -5,7 +5,7 @@ rationales.json, data not code) rendered with the subject's chat template exactl
 ablation benchmark renders prompts (the template's own system prompt, the user's message, an
 assistant turn prefilled with a reply prefix such as "The review is"). The subject's
 prediction is the option with the highest log-likelihood after that prefix: each option's whole
-token sequence (" negative", " new jersey") is scored (`faithfulness.option_log_likelihoods`),
+token sequence (" negative", " new jersey") is scored (`generation.option_logprobs`),
 and the options' probabilities are the softmax of those sums. Perturbed inputs are read the
 same way (`option_probabilities`, i.e. `faithfulness.class_probabilities` with the options).
 
@@ -34,7 +34,9 @@ import torch
 
 from selfexplain.benchmarks.rationales.eraser import EraserItem, document_text, evidence_char_spans, token_char_offsets
 from selfexplain.errors import ConfigError, DataError
-from selfexplain.benchmarks.rationales.faithfulness import class_probabilities, only_rationale, option_log_likelihoods, without_rationale
+from selfexplain.benchmarks.rationales.faithfulness import (SUBJECT_LAYOUT, checked_options, class_probabilities,
+                                                          only_rationale, without_rationale)
+from selfexplain.models.generation import option_logprobs
 from selfexplain.templates import chat_parts, load_templates
 
 MIN_BUDGET = 32
@@ -489,9 +491,11 @@ class Prediction:
 
 def predict(subject, inputs: Sequence[RationaleInput], batch_size: int = 8) -> list[Prediction]:
     """The subject's predictions by option log-likelihood, in input order. Each prompt runs
-    once; multi-token options continue from its KV cache (faithfulness.option_log_likelihoods).
+    once; multi-token options continue from its KV cache (generation.option_logprobs).
     Ties go to the lowest option index."""
-    scores = option_log_likelihoods(subject, [i.ids for i in inputs], [i.option_ids for i in inputs], batch_size)
+    prompts = [i.ids for i in inputs]
+    scores = option_logprobs(subject, prompts, checked_options(subject, prompts, [i.option_ids for i in inputs]),
+                             batch_size=batch_size, layout=SUBJECT_LAYOUT)
     out = []
     for inp, ll in zip(inputs, scores):
         probs = torch.softmax(ll.double(), dim=-1)
