@@ -144,12 +144,16 @@ class RunConfig:
             return default_suite()
         return names
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
+    def save(self, path: Path, identity: dict | None = None) -> None:
+        """config.json: the fields, plus (for a run) its full identity under "identity"."""
+        from selfexplain.runs.atomic import write_json
+
+        write_json(path, {**asdict(self), **({"identity": identity} if identity is not None else {})})
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
         data = json.loads(path.read_text())
+        data.pop("identity", None)  # what the run computed from these fields; recomputed, never read back
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

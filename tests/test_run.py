@@ -43,6 +43,7 @@ def test_run_writes_results(results):
         assert (run_dir / name).is_file()
     assert (run_dir.parent / "selfexplain.db").is_file()
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
+    assert RunConfig.load(run_dir / "config.json") == cfg.resolved()  # `explain --run` reads it back
     assert (run_dir / "adapters" / "other" / "projector.pt").is_file()
     assert "| self |" in (run_dir / "results.md").read_text() or "self" in (run_dir / "results.md").read_text()
 

@@ -163,8 +163,9 @@ class Run:
     def execute(self) -> dict[str, Any]:
         seed_everything(self.cfg.seed)
         self.dir.mkdir(parents=True, exist_ok=True)
-        saved = {**asdict(self.cfg), "identity": run_identity(self.cfg)}
-        write_json(self.dir / "config.json", saved)
+        identity = run_identity(self.cfg)
+        self.cfg.save(self.dir / "config.json", identity)
+        saved = {**asdict(self.cfg), "identity": identity}
         env = environment()
         write_json(self.dir / "environment.json", env)
         self.store.start_run(self.id, self.dir, saved, env)
