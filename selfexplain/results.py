@@ -4,13 +4,13 @@ only thing the reports, `compare` and the README table generator read.
 Version 2 (this one)::
 
     {"schema_version": 2, "run_dir", "run_id", "config", "environment",
-     "families": {family: {"label", "description"}},
      "benchmarks": {name: {
          "description", "answer_format", "scoring_text", "ground_truth_text",
          "metrics": [{"name", "label", "higher_is_better", "primary", "percent"}],   # declared
          "primary_metric", "n_train", "n_test", "multitask",
          "explainers": {explainer: {<metric>: {"value", "low", "high", "n"}, ...,
-                                    "family", "description", "reference", "n_items", "subsample",
+                                    "family" (explainers.families), "description", "reference",
+                                    "n_items", "subsample",
                                     "cost": {"forward_passes", "seconds"}, "parse_rate"?, "one_sided"?,
                                     "info"?}},
          "facts": [{"label", "value", "kind", "note", "headline", "group"}],

@@ -3,7 +3,6 @@ compare, markdown and HTML report), and no shared module names a benchmark."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 

@@ -274,6 +274,11 @@ class Benchmark(ABC):
         """Extra tables of this benchmark's report section, from its results section."""
         return []
 
+    def one_sided(self, summary: dict[str, Any]) -> str:
+        """'' or a caveat for an explainer that gives (nearly) one answer to every item, named in
+        the verdicts: beating it says little about what either learned."""
+        return ""
+
     def report_notes(self, section: dict[str, Any]) -> list[str]:
         """Sentences about the leaderboard (e.g. what a constant answer scores)."""
         return []

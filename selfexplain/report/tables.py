@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from selfexplain.benchmarks.base import ReportFact, format_fact
 from selfexplain.metrics import format_estimate
 from selfexplain.results import is_estimate, metric_label, metric_specs, ranked_explainers
 
@@ -52,8 +53,6 @@ def header(bench: dict[str, Any]) -> list[str]:
 def fact_lines(bench: dict[str, Any]) -> list[str]:
     """The benchmark's headline facts in one sentence, then one line per fact of a 'datasets'-like
     group (facts in a group named 'all ...' are left to the HTML report)."""
-    from selfexplain.benchmarks.base import ReportFact, format_fact
-
     facts = [ReportFact(**f) for f in bench.get("facts", [])]
     head = "; ".join(f"{f.label} {format_fact(f)}" + (f" ({f.note})" if f.note else "") for f in facts if f.headline)
     lines = [f"{bench['n_train']} training / {bench['n_test']} test records" + (f"; {head}." if head else ".")]

@@ -33,7 +33,7 @@ from selfexplain.benchmarks import Benchmark, get_benchmark
 from selfexplain.benchmarks.base import BaselineEnv, balanced_sample, sources_for
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError
-from selfexplain.explainers import FAMILIES, GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
+from selfexplain.explainers import GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
 from selfexplain.explainers.lora import copy_of
 from selfexplain.metrics import paired_difference
 from selfexplain.results import SCHEMA_VERSION
@@ -109,14 +109,9 @@ def explainer_order(bench: Benchmark) -> list[str]:
 
 def explainer_names() -> list[str]:
     """Every explainer of any registered benchmark."""
-    from selfexplain.benchmarks import all_baselines, list_benchmarks
+    from selfexplain.benchmarks import all_baselines
 
-    names = list(GENERIC_EXPLAINERS)
-    return names + [n for n in all_baselines() if n not in names] if list_benchmarks() else names
-
-
-def family_table() -> dict[str, dict[str, str]]:
-    return {name: {"label": label, "description": desc} for name, (label, desc) in FAMILIES.items()}
+    return list(GENERIC_EXPLAINERS) + [n for n in all_baselines() if n not in GENERIC_EXPLAINERS]
 
 
 def environment() -> dict[str, str]:
@@ -172,7 +167,7 @@ class Run:
         benches = [get_benchmark(name) for name in self.cfg.benchmark_list()]
         truths = {b.name: self.ground_truth(b) for b in benches}
         results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_dir": str(self.dir), "run_id": self.id,
-                                   "config": asdict(self.cfg), "environment": env, "families": family_table(),
+                                   "config": asdict(self.cfg), "environment": env,
                                    "benchmarks": {}}
         item_scores: dict[str, dict] = {}
         for bench in benches:
@@ -306,7 +301,7 @@ class Run:
                 summary["info"] = info
             family, description, reference = declared[name]
             summary.update(family=family, description=description, reference=reference)
-            caveat = bench.one_sided(summary) if hasattr(bench, "one_sided") else ""
+            caveat = bench.one_sided(summary)
             if caveat:
                 summary["one_sided"] = caveat
             summaries[name] = summary
