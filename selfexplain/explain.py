@@ -212,8 +212,8 @@ class Session:
             if name not in self.tasks:
                 items.append(not_available(name, f"not available: this adapter was not trained on the {name} task",
                                            about))
-            elif live is None:
-                items.append(not_available(name, f"not available: no live check for the {name} task yet"))
+            elif live is None or live.checks is None:
+                items.append(not_available(name, f"not available: no live check for the {name} task yet", about))
             else:
                 items += live.checks(self, parsed, patches)
         checks = [c for c in items if isinstance(c, Check)]

@@ -114,6 +114,7 @@ def test_ablation_claim_is_checked_against_independent_forwards(session):
     assert [c.task for c in result.claims] == ["ablation", "patching", "rationales"]
     assert result.claims[1].status == "not available" and "--patch" in result.claims[1].effect  # not asked
     assert result.claims[2].effect == "not available: this adapter was not trained on the rationales task"
+    assert result.claims[2].about == "which input tokens the answer relied on"  # the benchmark declares its topic
 
 
 def test_loading_the_adapter_leaves_the_subject_alone(session, tiny_dirs):

@@ -113,6 +113,7 @@ class ReportTable:
 class LiveClaims:
     """How `selfexplain explain` checks this benchmark's claims live on a user's prompt.
 
+    `about` says what the claims are about (shown even when there is no live check yet).
     `checks(session, prompt, patches)` returns explain.Check (ask the explainer, compare with a
     measurement) or explain.Claim (not available, and why) objects; `prompt` is the user's
     prompt as the answering benchmark's `parse` read it, `patches` the command's --patch
@@ -126,7 +127,7 @@ class LiveClaims:
     """
 
     about: str
-    checks: Callable[..., list]
+    checks: Callable[..., list] | None = None  # None: the claims' topic is declared, no live check yet
     parse: Callable[..., Any] | None = None
     answer: Callable[..., Any] | None = None
     check_patches: Callable[..., None] | None = None

@@ -42,8 +42,8 @@ from selfexplain.models.loading import LoadedModel
 from selfexplain.benchmarks.rationales.inputs import RationaleInput, build_inputs, option_probabilities, predict
 from selfexplain.benchmarks.rationales.text import format_ranking, parse_rationale, sayable
 from selfexplain.records import Provenance, Record, split
-from selfexplain.benchmarks.base import (BaselineEnv, BaselineSpec, Benchmark, GroundTruth, MetricSpec, ReportFact,
-                                         ReportTable, sources_for)
+from selfexplain.benchmarks.base import (BaselineEnv, BaselineSpec, Benchmark, GroundTruth, LiveClaims, MetricSpec,
+                                         ReportFact, ReportTable, sources_for)
 
 DATASETS = ("movies", "boolq", "fever", "multirc", "cose")
 QUESTION = ("Which words of the text did your answer rely on most? List them, most important first, "
@@ -90,6 +90,7 @@ class RationalesBenchmark(Benchmark):
     # mode now trains 1 epoch in batches of 4, so 8 repeats keep the 8 passes (144 steps of 4).
     train_repeats = {"quick": 8}
     budgets = {"quick": 128, "full": 512}
+    live = LiveClaims(about="which input tokens the answer relied on")  # benchmarked; no live check yet
     attribution_params: dict[str, dict[str, dict]] = {
         "quick": {"lime": {"n_samples": 32}, "kernel_shap": {"n_samples": 32},
                   "integrated_gradients": {"n_steps": 16}},
