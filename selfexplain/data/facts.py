@@ -63,10 +63,15 @@ def counterfact_facts(path: Path) -> list[Fact]:
     """CounterFact rows (ROME format): the relation template with the true object."""
     file = path / "counterfact_val.jsonl" if path.is_dir() else path
     facts = []
-    for _, row in read_jsonl(file, ("subject", "prompt", "target_true")):
+    for lineno, row in read_jsonl(file, ("subject", "prompt", "target_true"), what="CounterFact file"):
+        bad = [k for k in ("subject", "prompt", "target_true") if not isinstance(row[k], str) or not row[k].strip()]
+        if bad or not isinstance(row.get("relation_template", ""), str):
+            raise DataError(f"{file}:{lineno}: {', '.join(bad) or 'relation_template'} must be a non-empty string")
         template = row.get("relation_template") or row["prompt"].replace(row["subject"], "{}", 1)
         if "{}" in template and not template.rstrip().endswith("{}"):
             facts.append(_external(template, row["subject"], row["target_true"], template, "counterfact"))
+    if not facts:
+        raise DataError(f"no usable CounterFact rows in {file}")
     return facts
 
 

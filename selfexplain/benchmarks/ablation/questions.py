@@ -70,23 +70,31 @@ def mmlu_questions(path: Path) -> list[Question]:
     """MMLU rows (question, choices[4], answer letter or answer_index) as lettered questions."""
     t = load_templates("selfexplain.benchmarks.ablation")
     questions = []
+    first_line: dict[str, str] = {}
     for file in _mmlu_files(path):
         for lineno, row in read_jsonl(file, ("question", "choices")):
             choices = row["choices"]
             where = f"{file}:{lineno}"
+            if not isinstance(row["question"], str) or not row["question"].strip():
+                raise DataError(f"{where}: 'question' must be a non-empty string")
             if not (isinstance(choices, list) and len(choices) == 4 and all(isinstance(c, str) for c in choices)):
                 raise DataError(f"{where}: 'choices' must be a list of 4 strings")
             answer = row.get("answer")
-            if answer not in LETTERS:
+            if not isinstance(answer, str) or answer not in LETTERS:
                 index = row.get("answer_index", answer)
-                if not isinstance(index, int) or not 0 <= index < 4:
+                if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 4:
                     raise DataError(f"{where}: 'answer' must be one of A-D (or 'answer_index' 0-3)")
                 answer = LETTERS[index]
             lines = [t["letter_option"].format(label=label, text=text.strip()) for label, text in zip(LETTERS, choices)]
             text = row["question"].strip() + "\n" + "\n".join(lines)
             qid = str(row.get("id") or f"{file.stem}/{lineno}")
+            if qid in first_line:
+                raise DataError(f"{where}: duplicate id {qid!r} (first at {first_line[qid]}); ids must be unique")
+            first_line[qid] = where
             questions.append(Question(f"mmlu/{qid}", "mmlu", text, LETTERS, answer, t["letter_statement"],
                                       str(row.get("subject", "mmlu"))))
+    if not questions:
+        raise DataError(f"no MMLU questions in {path}: the file(s) hold no rows")
     return questions
 
 
