@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,15 @@ from selfexplain.techniques.interventions import inject_at_placeholder, left_pad
 from selfexplain.models.loading import LoadedModel, decoder_layers, linears_in_fp32
 from selfexplain.models.prefix_cache import after_prefix, cache_input, prefix_cache, repeat_cache, shared_prefix_length
 from selfexplain.records import Record
+
+
+@contextlib.contextmanager
+def peft_quiet() -> Iterator[None]:
+    """PEFT (0.21) reads `model.is_gradient_checkpointing`, which transformers 5.25 deprecates with a
+    FutureWarning on every adapter: the cause is upstream, so that one warning is filtered here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 @dataclass
@@ -230,7 +240,7 @@ def train_explainer(
     rng = random.Random(config.seed)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       task_type="CAUSAL_LM", **_lora_targets(loaded, config))
-    with linears_in_fp32(loaded.model):  # adapters initialised exactly as on fp32 weights
+    with linears_in_fp32(loaded.model), peft_quiet():  # adapters initialised exactly as on fp32 weights
         peft_model = get_peft_model(loaded.model, lora)
     trained = LoadedModel(peft_model, loaded.tokenizer, loaded.name, loaded.source, loaded.placeholder_id)
     projector = make_projector(loaded, vector_dim) if vector_dim else None
@@ -282,7 +292,9 @@ def train_explainer(
     peft_model.eval()
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(output_dir)
+    # Embeddings are never adapted: say so, or PEFT looks for the base model's config.json (absent
+    # for GGUF-loaded models) to decide, and warns that it found none.
+    peft_model.save_pretrained(output_dir, save_embedding_layers=False)
     summary = {"train_config": asdict(config), "n_records": len(records), "steps": n_steps,
                "fingerprint": fingerprint(records, config),
                "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
@@ -382,7 +394,8 @@ def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> tuple[LoadedModel, P
     a copy if the base model is needed unchanged."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+    with peft_quiet():
+        model = PeftModel.from_pretrained(loaded.model, adapter_dir)
     model.eval()
     trained = LoadedModel(model, loaded.tokenizer, loaded.name, loaded.source, loaded.placeholder_id)
     projector = None
