@@ -136,6 +136,9 @@ class Session:
             where = found or self.run_dir / "adapters" / "self"
             raise ConfigError(f"no trained self explainer at {where}: run `selfexplain run` with the 'self' "
                               "explainer first, or pass --adapter DIR")
+        from selfexplain.training import check_adapter_dir
+
+        check_adapter_dir(found)  # a garbage adapter_config.json is one line, before any model loads
         self.adapter_dir = found
         self._benchmarks: dict[str, Benchmark] = {}
         self.subject: LoadedModel | None = None

@@ -388,12 +388,29 @@ def load_trained(loaded: LoadedModel, records: Sequence[Record], config: TrainCo
     return load_adapter(loaded, output_dir)
 
 
+def check_adapter_dir(adapter_dir: Path) -> None:
+    """A one-line TrainingError unless adapter_dir holds a readable PEFT adapter config (checked
+    before any model loads)."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TrainingError(f"no adapter at {adapter_dir} (no adapter_config.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"{path} is unreadable ({exc}); retrain with `selfexplain run` or pass another "
+                            "--adapter") from None
+    if not isinstance(config, dict) or not isinstance(config.get("peft_type"), str):
+        raise TrainingError(f"{path} is not a PEFT adapter config (no 'peft_type'); retrain with `selfexplain run` "
+                            "or pass another --adapter")
+
+
 def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> tuple[LoadedModel, Projector | None]:
     """A saved adapter (and its projector, when projector.pt exists) on `loaded`, whatever it
     was trained on (`load_trained` checks that first). PEFT wraps `loaded.model` in place: pass
     a copy if the base model is needed unchanged."""
     from peft import PeftModel
 
+    check_adapter_dir(adapter_dir)
     with peft_quiet():
         model = PeftModel.from_pretrained(loaded.model, adapter_dir)
     model.eval()

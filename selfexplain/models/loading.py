@@ -296,6 +296,26 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
+def resolve_model(spec: str) -> tuple[str, Path]:
+    """("gguf" | "dir" | "hub", where) for a model spec, checked without loading anything: a
+    wrong path is a one-line ModelLoadError before a run creates its directory."""
+    path = Path(spec).expanduser()
+    if spec in REGISTRY:
+        return "gguf", REGISTRY[spec].locate_gguf()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return "gguf", path
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is not a model directory (no config.json)")
+        return "dir", path
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return "hub", path
+    raise ModelLoadError(f"model '{spec}' not found: not a registered name ({', '.join(REGISTRY)}), "
+                         "a .gguf file, a model directory or an HF id (org/name)")
+
+
 def load_model(
     spec: str,
     *,
@@ -303,29 +323,16 @@ def load_model(
     trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load a causal LM from a registered name, a .gguf file, a local directory or an HF id."""
-    path = Path(spec).expanduser()
-    if spec in REGISTRY:
-        gguf = REGISTRY[spec].locate_gguf()
-        model, tokenizer = _load_gguf(gguf)
-        source = str(gguf)
-    elif path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelLoadError(f"GGUF file not found: {path}")
-        model, tokenizer = _load_gguf(path)
-        source = str(path)
-    elif path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is not a model directory (no config.json)")
-        model, tokenizer = _load_dir(path, trust_remote_code)
-        source = str(path)
-    elif spec.count("/") == 1 and not spec.startswith((".", "/")):
+    kind, where = resolve_model(spec)
+    if kind == "gguf":
+        model, tokenizer = _load_gguf(where)
+        source = str(where)
+    elif kind == "dir":
+        model, tokenizer = _load_dir(where, trust_remote_code)
+        source = str(where)
+    else:
         model, tokenizer = _load_dir(spec, trust_remote_code)  # HF hub id (needs network)
         source = f"hf:{spec}"
-    else:
-        raise ModelLoadError(
-            f"model '{spec}' not found: not a registered name ({', '.join(REGISTRY)}), "
-            "a .gguf file, a model directory or an HF id (org/name)"
-        )
     loaded = wrap_model(model, tokenizer, name=spec, source=source, device=device)
     if uses_bf16_autocast(loaded.device):
         store_linears_in_bf16(loaded.model)

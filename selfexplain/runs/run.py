@@ -37,7 +37,7 @@ from selfexplain.explainers import GENERIC_EXPLAINERS, Explainer, Explanation, L
 from selfexplain.explainers.lora import copy_of
 from selfexplain.metrics import paired_difference
 from selfexplain.results import SCHEMA_VERSION
-from selfexplain.models.loading import LoadedModel, load_model
+from selfexplain.models.loading import LoadedModel, load_model, resolve_model
 from selfexplain.progress import bar, console
 from selfexplain.records import Record, split
 from selfexplain.runs.store import Store
@@ -83,11 +83,15 @@ def run_identity(cfg: RunConfig) -> dict[str, Any]:
             "selfexplain": __version__}
 
 
+# Characters of the subject's name in a run directory's name (filesystems allow 255 in all).
+MAX_NAME = 64
+
+
 def run_dir_for(cfg: RunConfig) -> Path:
     """Deterministic directory: the same config reruns (and resumes) in the same place; a prompt
     edit or a benchmark parameter change is a new run."""
     digest = hashlib.sha256(json.dumps(run_identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    name = Path(cfg.subject).stem.replace("/", "_")
+    name = Path(cfg.subject).stem.replace("/", "_")[:MAX_NAME]  # the digest keeps long names unique
     return Path(cfg.output_dir) / f"{'+'.join(cfg.benchmark_list())}-{name}-seed{cfg.seed}-{digest}"
 
 
@@ -139,6 +143,17 @@ class Run:
         unknown = [e for e in self._explainer_names() if e not in known]
         if unknown:
             raise ConfigError(f"unknown explainer(s) {unknown}; available: {', '.join(known)}")
+        uses_other = False
+        for name in self.cfg.benchmark_list():
+            bench = get_benchmark(name)
+            applicable = self.applicable(bench)
+            if not applicable:
+                raise ConfigError(f"none of --explainers {self.cfg.explainers} applies to benchmark '{name}'; it "
+                                  f"runs {', '.join(explainer_order(bench))}")
+            uses_other = uses_other or "other" in applicable
+        resolve_model(self.cfg.subject)  # a wrong model path fails here, before a run directory exists
+        if uses_other:
+            resolve_model(self.cfg.other)
         self.dir = run_dir_for(self.cfg)
         self.id = self.dir.name
         self.store = Store.for_output_dir(self.cfg.output_dir)

@@ -133,7 +133,12 @@ class Store:
     def start_run(self, run_id: str, run_dir: Path, config: dict[str, Any], environment: dict[str, str]) -> None:
         """Register a run, or mark a resumed one running again (its created time is kept)."""
         now = time.time()
-        with self.transaction() as db:
+        with self.transaction() as db:  # BEGIN IMMEDIATE: check and claim are one step for two starters
+            row = db.execute("SELECT status, host, pid FROM runs WHERE id=?", (run_id,)).fetchone()
+            if (row and row[0] == "running" and row[1] == socket.gethostname() and row[2]
+                    and row[2] != os.getpid() and _alive(row[2])):  # another host's pid cannot be checked
+                raise ConfigError(f"run {run_id} is being computed by process {row[2]} on {row[1]}; wait for it to "
+                                  "finish (rerun then to read its results) or stop it, then rerun to resume")
             db.execute(
                 "INSERT INTO runs (id, run_dir, created, updated, status, subject, benchmarks, mode, seed, config, "
                 "environment, host, pid) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO "
