@@ -36,7 +36,8 @@ class RunConfig:
                                                      "fever, multirc, cose (rationales; default movies,fever,cose)"})
     output_dir: str = field(default="runs", metadata={"help": "where run directories are written"})
     seed: int = field(default=0, metadata={"help": "seed for sampling, splits, training and bootstrap"})
-    mode: str = field(default="quick", metadata={"help": "quick (CPU, minutes) or full (GPU)"})
+    mode: str = field(default="quick", metadata={"help": "quick (CPU, <= 10 min per benchmark, wide CIs), standard "
+                                                 "(CPU, CIs that decide comparisons) or full (GPU)"})
     n_train: int = field(default=0, metadata={"help": "training records per benchmark (0: the benchmark's "
                                                "default for the mode)"})
     n_test: int = field(default=0, metadata={"help": "test records per benchmark (0: the benchmark's default "
@@ -44,13 +45,14 @@ class RunConfig:
     epochs: float = field(default=0.0, metadata={"help": "training epochs (0: the mode's default)"})
     learning_rate: float = field(default=2e-3, metadata={"help": "LoRA learning rate"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    batch_size: int = field(default=0, metadata={"help": "training batch size (0: the mode's default, quick 4, "
-                                                  "full 8)"})
-    n_attribution: int = field(default=100, metadata={"help": "items per split for the slow attribution "
-                                                       "baselines: a balanced test subsample and as many training "
-                                                       "items to fit their threshold (0: all)"})
+    batch_size: int = field(default=0, metadata={"help": "training batch size (0: the mode's default, quick and "
+                                                  "standard 4, full 8)"})
+    n_attribution: int = field(default=0, metadata={"help": "test items for the slow attribution baselines (a "
+                                                     "balanced subsample; half as many training items fit their "
+                                                     "threshold); 0: the mode's default (quick 8, standard 100, "
+                                                     "full all)"})
     budget_tokens: int = field(default=0, metadata={"help": "rationales: document token budget per input (0: the "
-                                                     "mode's default, quick 128, full 512)"})
+                                                     "mode's default, quick 64, standard 128, full 512)"})
     answers: str = field(default="ranked", metadata={"help": "how generating explainers answer where the benchmark "
                                                      "has a closed answer set (patching, ablation): ranked (the "
                                                      "likeliest candidate) or generated (free greedy decoding)"})
@@ -63,8 +65,11 @@ class RunConfig:
     # batch 2 x 1 epoch 77.0 (328 s); `other` 78.8 / 78.2 / 77.5 (870 / 356 / 393 s) for the
     # first three. Ablation `self`: batch 8 x 2 epochs and batch 4 x 1 epoch both 71.7. With bf16
     # weight storage, batch 2 left `other` unstable (46.5, final loss 0.89): README, Notes.
-    MODES = {"quick": {"n_train": 1500, "n_test": 400, "epochs": 1.0, "batch_size": 4},
-             "full": {"n_train": 20000, "n_test": 2000, "epochs": 2.0, "batch_size": 8}}
+    # quick: every benchmark in <= 10 min on the 2-core CPU (README, Modes); standard: the sizes
+    # earlier quick runs used (their CIs decide comparisons); full: GPU sizes.
+    MODES = {"quick": {"n_train": 750, "n_test": 200, "epochs": 1.0, "batch_size": 4, "n_attribution": 8},
+             "standard": {"n_train": 1500, "n_test": 400, "epochs": 1.0, "batch_size": 4, "n_attribution": 100},
+             "full": {"n_train": 20000, "n_test": 2000, "epochs": 2.0, "batch_size": 8, "n_attribution": MAX_ITEMS}}
 
     def resolved(self) -> "RunConfig":
         """A copy with the mode's epochs and batch size filled in and every value checked (sizes:
@@ -74,7 +79,7 @@ class RunConfig:
         self._check_values()
         values = asdict(self)
         values["benchmarks"] = ",".join(self.benchmark_list())  # 'default' -> the suite's names
-        for key in ("epochs", "batch_size"):
+        for key in ("epochs", "batch_size", "n_attribution"):
             values[key] = values[key] or self.MODES[self.mode][key]
         cfg = RunConfig(**values)
         if (cfg.n_train and cfg.n_train < 8) or (cfg.n_test and cfg.n_test < 4):
@@ -101,7 +106,7 @@ class RunConfig:
             raise ConfigError(f"--seed must be an integer in [0, {MAX_SEED}], not {self.seed}")
         for name, upper, zero in (("n_train", MAX_ITEMS, "the benchmark's default"),
                                   ("n_test", MAX_ITEMS, "the benchmark's default"),
-                                  ("n_attribution", MAX_ITEMS, "all"),
+                                  ("n_attribution", MAX_ITEMS, "the mode's default"),
                                   ("batch_size", MAX_BATCH_SIZE, "the mode's default"),
                                   ("budget_tokens", MAX_BUDGET_TOKENS, "the mode's default")):
             value = getattr(self, name)

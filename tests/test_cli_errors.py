@@ -146,7 +146,7 @@ CONFIG = {
     "learning-rate 1": (["--learning-rate", "1"], "not 1.0"),
     "batch-size negative": (["--batch-size", "-2"], "--batch-size"),
     "budget-tokens small": (["--budget-tokens", "5"], "--budget-tokens must be >= 32"),
-    "mode": (["--mode", "fast"], "--mode must be one of quick, full, not 'fast'"),
+    "mode": (["--mode", "fast"], "--mode must be one of quick, standard, full, not 'fast'"),
     "answers": (["--answers", "sampled"], "--answers must be one of ranked, generated"),
     "empty subject": (["--subject", " "], "--subject must not be empty"),
 }
@@ -343,7 +343,7 @@ POISON = st.one_of(
     st.tuples(st.sampled_from(sorted(INT_RANGES) + sorted(FLOAT_RANGES)), NOT_A_NUMBER).map(list),
     st.sampled_from(sorted(INT_RANGES) + sorted(FLOAT_RANGES)).map(lambda f: [f]),  # value missing at the end
     st.tuples(st.sampled_from(["--mode", "--answers"]), st.text(max_size=8)).filter(
-        lambda t: t[1] not in ("quick", "full", "ranked", "generated") and not t[1].startswith("-")).map(list),
+        lambda t: t[1] not in ("quick", "standard", "full", "ranked", "generated") and not t[1].startswith("-")).map(list),
     st.sampled_from(["", ",", " , ,", ",,,"]).flatmap(
         lambda s: st.sampled_from([["--benchmarks", s], ["--explainers", s]])),
     NAMES.map(lambda n: ["--benchmarks", f"{n},{n}"]),

@@ -65,17 +65,20 @@ class AblationBenchmark(ChangeBenchmark):
     sources = ("facts", "mmlu")
     live = LIVE  # `selfexplain explain`'s live claims (live.py)
     data_files = (("selfexplain.data", "relations.json"), ("selfexplain.data", "facts.jsonl"))
-    sizes = {"quick": {"n_train": 1000, "n_test": 300}, "full": {"n_train": 10000, "n_test": 2000}}
+    sizes = {"quick": {"n_train": 240, "n_test": 100}, "standard": {"n_train": 1000, "n_test": 300},
+             "full": {"n_train": 10000, "n_test": 2000}}
 
     # Attribution settings per mode: quick mode trades estimator precision for time (measured
     # per input on SmolLM2 by bench/attribution_speed.py); full mode uses attribution.DEFAULT_PARAMS.
     attribution_params = {"quick": {"lime": {"n_samples": 32}, "kernel_shap": {"n_samples": 32},
                                     "integrated_gradients": {"n_steps": 16}},
+                          "standard": {"lime": {"n_samples": 32}, "kernel_shap": {"n_samples": 32},
+                                       "integrated_gradients": {"n_steps": 16}},
                           "full": {}}
     # One pass (250 steps of 4) was unstable: self's exact match 71.7 and 52.0 on two ground-
     # truth draws of seed 0, 52.0 on seed 1 (it said "unchanged" to most changed items). Two
     # passes: 70.7 and 66.7 on those 52.0 draws (batches of 8 x 2 epochs: 66.3, slower).
-    train_repeats = {"quick": 2}
+    train_repeats = {"quick": 2, "standard": 2}
 
     def __init__(self, hints_per_question: int = 6, test_fraction: float = 0.3):
         """hints_per_question: hinted variants (distinct wordings, random targets) per question;

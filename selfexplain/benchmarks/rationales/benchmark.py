@@ -83,17 +83,20 @@ class RationalesBenchmark(Benchmark):
     generic_explainers = frozenset({"self", "zero-shot"})
     # Ranked word lists: a listed word is never listed again (greedy lists otherwise loop).
     decoding = Decoding(max_new_tokens=192, no_repeat_ngram=2)
-    sizes = {"quick": {"n_train": 72, "n_test": 30}, "full": {"n_train": 3000, "n_test": 600}}
+    sizes = {"quick": {"n_train": 16, "n_test": 12}, "standard": {"n_train": 72, "n_test": 30},
+             "full": {"n_train": 3000, "n_test": 600}}
     # 72 costly quick records: 2 passes left the lists degenerate ("the, the, ..."). Measured
     # comprehensiveness - random of self: 2 passes -0.3, 8 passes (--epochs 8) 2.6, and 2.9 with
     # no-repeat decoding; 4 repeats x 2 epochs (8 passes, 72 steps of 8) 1.5 [-0.6, 3.3]. Quick
     # mode now trains 1 epoch in batches of 4, so 8 repeats keep the 8 passes (144 steps of 4).
-    train_repeats = {"quick": 8}
-    budgets = {"quick": 128, "full": 512}
+    train_repeats = {"quick": 8, "standard": 8}
+    budgets = {"quick": 64, "standard": 128, "full": 512}
     live = LiveClaims(about="which input tokens the answer relied on")  # benchmarked; no live check yet
     attribution_params: dict[str, dict[str, dict]] = {
         "quick": {"lime": {"n_samples": 32}, "kernel_shap": {"n_samples": 32},
                   "integrated_gradients": {"n_steps": 16}},
+        "standard": {"lime": {"n_samples": 32}, "kernel_shap": {"n_samples": 32},
+                     "integrated_gradients": {"n_steps": 16}},
         "full": {},
     }
 
