@@ -251,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # weight-loading bars: our own progress says what loads
     except ImportError:
         pass
     _store.clear()

@@ -25,8 +25,9 @@ MAX_BUDGET_TOKENS = 1_000_000
 class RunConfig:
     """Everything that determines a run's results (same config + seed -> same numbers)."""
 
-    benchmarks: str = field(default="default", metadata={"help": "comma-separated benchmark names ('default': the "
-                                                       "benchmarks that declare themselves the default suite)"})
+    benchmarks: str = field(default="default", metadata={"help": "comma-separated benchmark names; 'default': the "
+                                                       "benchmarks that declare themselves the default suite; "
+                                                       "'all': every registered benchmark (one multitask adapter)"})
     subject: str = field(default="smollm2", metadata={"help": "subject model: registered name, .gguf, dir or HF id"})
     other: str = field(default="gemma3-270m", metadata={"help": "model of the 'other' explainer"})
     explainers: str = field(default="all", metadata={"help": "comma-separated explainer names, or 'all'"})
@@ -67,7 +68,7 @@ class RunConfig:
     # weight storage, batch 2 left `other` unstable (46.5, final loss 0.89): README, Notes.
     # quick: every benchmark in <= 10 min on the 2-core CPU (README, Modes); standard: the sizes
     # earlier quick runs used (their CIs decide comparisons); full: GPU sizes.
-    MODES = {"quick": {"n_train": 750, "n_test": 200, "epochs": 1.0, "batch_size": 4, "n_attribution": 8},
+    MODES = {"quick": {"n_train": 400, "n_test": 120, "epochs": 1.0, "batch_size": 4, "n_attribution": 8},
              "standard": {"n_train": 1500, "n_test": 400, "epochs": 1.0, "batch_size": 4, "n_attribution": 100},
              "full": {"n_train": 20000, "n_test": 2000, "epochs": 2.0, "batch_size": 8, "n_attribution": MAX_ITEMS}}
 
@@ -143,10 +144,10 @@ class RunConfig:
 
     def benchmark_list(self) -> list[str]:
         names = [b.strip() for b in self.benchmarks.split(",") if b.strip()]
-        if names == ["default"]:
-            from selfexplain.benchmarks import default_suite
+        if names in (["default"], ["all"]):
+            from selfexplain.benchmarks import default_suite, list_benchmarks
 
-            return default_suite()
+            return default_suite() if names == ["default"] else list(list_benchmarks())
         return names
 
     def save(self, path: Path, identity: dict | None = None) -> None:

@@ -49,3 +49,16 @@ def _lines(description: str, total: int | None) -> Iterator[Callable[..., None]]
     done = f"{state['done']}/{total}" if total else f"{state['done']} steps"
     console.print(f"{description}: done, {done} {state['info']} in {time.perf_counter() - start:.1f} s"
                   .replace("  ", " "), soft_wrap=True)
+
+
+@contextlib.contextmanager
+def status(text: str) -> Iterator[None]:
+    """A spinner on a terminal; off one, a line before and a timed line after (e.g. model loads)."""
+    if console.is_terminal:
+        with console.status(text):
+            yield
+        return
+    start = time.perf_counter()
+    console.print(f"{text} ...", soft_wrap=True)
+    yield
+    console.print(f"{text}: done in {time.perf_counter() - start:.1f} s", soft_wrap=True)

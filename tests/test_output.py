@@ -35,3 +35,19 @@ def test_progress_is_plain_lines_when_not_a_terminal(monkeypatch):
     assert lines[-1].startswith("training 'self' on 200 records: done, 200/200 loss 0.500 in ")
     assert 9 <= len(lines) <= 12  # start, about every 10%, end: readable in a log
     assert all(len(line) > 60 or "…" not in line for line in lines)  # never cut to the width
+
+
+def test_model_load_status_is_two_plain_lines_off_a_terminal(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(progress, "console", Console(file=out, force_terminal=False, width=60))
+    with progress.status("loading subject smollm2"):
+        pass
+    first, second = out.getvalue().splitlines()
+    assert first == "loading subject smollm2 ..." and second.startswith("loading subject smollm2: done in ")
+
+
+def test_benchmarks_all_and_default():
+    from selfexplain import RunConfig, list_benchmarks
+
+    assert RunConfig(benchmarks="all").resolved().benchmarks == ",".join(list_benchmarks())
+    assert RunConfig().resolved().benchmarks == "patching"  # the default suite: patching declares it

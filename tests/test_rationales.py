@@ -176,6 +176,8 @@ def test_run_reports_every_explainer_per_dataset(rationale_run):
     assert "### rationales: movies" in md and "### rationales: cose" in md
     html = (Path(res["run_dir"]) / "report.html").read_text()
     assert "<h3>Breakdown</h3>" in html and "<h4>movies</h4>" in html and "1 malformed rows" in html
+    where = gt["datasets"]["movies"]["malformed_examples"]
+    assert len(where) == 1 and ":" in where[0] and where[0].split(": ", 1)[0] in html  # file:line reaches the page
     assert "never changes" not in html.split("<h3>Ground truth</h3>")[1][:400]
 
 

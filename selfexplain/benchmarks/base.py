@@ -147,7 +147,7 @@ class Benchmark(ABC):
     # Every metric `summarize` reports, with its direction; exactly one is primary.
     metrics: tuple[MetricSpec, ...] = ()
     # Record counts per mode (RunConfig.for_benchmark); the user's --n-train/--n-test win.
-    sizes: dict[str, dict[str, int]] = {"quick": {"n_train": 750, "n_test": 200},
+    sizes: dict[str, dict[str, int]] = {"quick": {"n_train": 400, "n_test": 120},
                                         "standard": {"n_train": 1500, "n_test": 400},
                                         "full": {"n_train": 20000, "n_test": 2000}}
     # --sources entries this benchmark reads, and what it reads when none is given.

@@ -79,14 +79,24 @@ def lre_facts(path: Path) -> list[Fact]:
     """LRE factual relations: samples.jsonl joined with the zero-shot templates of relations.jsonl."""
     directory = path if path.is_dir() else path.parent
     templates = {}
-    for _, row in read_jsonl(directory / "relations.jsonl", ("relation", "prompt_templates_zs")):
-        declarative = [t for t in row["prompt_templates_zs"] if "?" not in t]
-        templates[row["relation"]] = (declarative or row["prompt_templates_zs"])[0]
+    for lineno, row in read_jsonl(directory / "relations.jsonl", ("relation", "prompt_templates_zs"), what="LRE file"):
+        zs = row["prompt_templates_zs"]
+        if not isinstance(row["relation"], str) or not (isinstance(zs, list) and zs and all(
+                isinstance(t, str) and "{}" in t for t in zs)):
+            raise DataError(f"{directory / 'relations.jsonl'}:{lineno}: 'relation' must be a string and "
+                            "'prompt_templates_zs' a non-empty list of templates with '{}'")
+        declarative = [t for t in zs if "?" not in t]
+        templates[row["relation"]] = (declarative or zs)[0]
     facts = []
-    for lineno, row in read_jsonl(directory / "samples.jsonl", ("relation", "subject", "object")):
+    for lineno, row in read_jsonl(directory / "samples.jsonl", ("relation", "subject", "object"), what="LRE file"):
+        if not all(isinstance(row[k], str) and row[k].strip() for k in ("relation", "subject", "object")):
+            raise DataError(f"{directory / 'samples.jsonl'}:{lineno}: relation, subject and object must be "
+                            "non-empty strings")
         if row["relation"] not in templates:
             raise DataError(f"{directory / 'samples.jsonl'}:{lineno}: unknown relation {row['relation']!r}")
         facts.append(_external(row["relation"], row["subject"], row["object"], templates[row["relation"]], "lre"))
+    if not facts:
+        raise DataError(f"no usable LRE samples in {directory / 'samples.jsonl'}")
     return facts
 
 

@@ -38,7 +38,7 @@ from selfexplain.explainers.lora import copy_of
 from selfexplain.metrics import paired_difference
 from selfexplain.results import SCHEMA_VERSION
 from selfexplain.models.loading import LoadedModel, load_model, resolve_model
-from selfexplain.progress import bar, console
+from selfexplain.progress import bar, console, status
 from selfexplain.records import Record, split
 from selfexplain.runs.store import Store
 from selfexplain.training import TrainConfig, training_steps
@@ -168,7 +168,7 @@ class Run:
     @property
     def subject(self) -> LoadedModel:
         if self._subject is None:
-            with console.status(f"loading subject {self.cfg.subject}"):
+            with status(f"loading subject {self.cfg.subject}"):
                 self._subject = load_model(self.cfg.subject, trust_remote_code=self.cfg.trust_remote_code)
         return self._subject
 
@@ -250,7 +250,9 @@ class Run:
         if name == "self":
             load = lambda: copy_of(self.subject)  # noqa: E731
         else:
-            load = lambda: load_model(self.cfg.other, trust_remote_code=self.cfg.trust_remote_code)  # noqa: E731
+            def load() -> LoadedModel:
+                with status(f"loading the other explainer's model {self.cfg.other}"):
+                    return load_model(self.cfg.other, trust_remote_code=self.cfg.trust_remote_code)
         if name == "self" or all(r.vector is None for r in train):
             # No trainable input projector (self's vectors live in its own space, or no vectors):
             # adapt the top half only, so backprop stops half-way (faster).

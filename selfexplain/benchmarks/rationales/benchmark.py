@@ -59,6 +59,8 @@ METRICS = ("comprehensiveness_vs_random", "sufficiency_vs_random", "comprehensiv
 # ceiling, and attention run on every test item).
 SUBSAMPLED_METHODS = ("lime", "kernel_shap", "integrated_gradients")
 HEADLINE = ("comprehensiveness", "sufficiency", "comprehensiveness_vs_random", "sufficiency_vs_random")
+# Malformed rows whose file:line and reason reach the results and the report, per dataset.
+MAX_LISTED_ROWS = 100
 PER_DATASET = ("comprehensiveness", "comprehensiveness_vs_random", "sufficiency", "sufficiency_vs_random")
 
 
@@ -180,7 +182,7 @@ class RationalesBenchmark(Benchmark):
             test_preds = [p for (_, s), p in zip(chosen, preds) if s == "test"]
             stats["datasets"][name] = {
                 **build_stats, "malformed_rows": len(loaded.skipped),
-                "malformed_examples": [f"{f}:{line}: {why}" for f, line, why in loaded.skipped[:3]],
+                "malformed_examples": [f"{f}:{line}: {why}" for f, line, why in loaded.skipped[:MAX_LISTED_ROWS]],
                 "truncated_spans": loaded.truncated_spans, "n_train": len(train), "n_test": len(test_preds),
                 "subject_accuracy": statistics.fmean(p.correct for p in preds),
                 "subject_accuracy_test": statistics.fmean(p.correct for p in test_preds) if test_preds else math.nan,
@@ -261,6 +263,8 @@ class RationalesBenchmark(Benchmark):
                 f"outside the window); median {d['words_median']:.0f} words, human rationale "
                 f"{d['human_words_median']:.0f}; {d['malformed_rows']} malformed rows skipped.", "text",
                 group="datasets"))
+            facts += [ReportFact(f"{name}: malformed row", where, "text", group="malformed rows (skipped)")
+                      for where in d.get("malformed_examples", [])]
         return facts
 
     def report_tables(self, section: dict[str, Any]) -> list[ReportTable]:
