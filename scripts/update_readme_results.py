@@ -17,6 +17,7 @@ from pathlib import Path
 
 from selfexplain.config import RunConfig
 from selfexplain.report.tables import markdown_summary
+from selfexplain.results import check_results
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -34,17 +35,17 @@ def options(config: dict) -> str:
 
 
 def render(run_dir: Path) -> str:
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = check_results(json.loads((run_dir / "results.json").read_text(encoding="utf-8")), str(run_dir))
     text = markdown_summary(results)
     names = "+".join(results["benchmarks"])
-    title = f"### Quick run: {names}{options(results['config'])}"
+    title = f"### {results['config'].get('mode', 'quick').capitalize()} run: {names}{options(results['config'])}"
     return text.replace("# selfexplain results", title, 1).replace("\n## ", "\n#### ").replace("\n### ", "\n##### ")
 
 
 def merge(current: str, new: list[str]) -> list[str]:
     """The current block's run sections with each new one in place of the section of the same
     title (new titles appended)."""
-    old = [s.strip() for s in re.split(r"(?m)^(?=### Quick run: )", current) if s.strip()]
+    old = [s.strip() for s in re.split(r"(?m)^(?=### \w+ run: )", current) if s.strip()]
     title = lambda section: section.splitlines()[0]  # noqa: E731
     replacing = {title(s): s for s in new}
     merged = [replacing.pop(title(s), s) for s in old]

@@ -250,6 +250,22 @@ def _gguf_cache_path(gguf: Path) -> Path:
     return cache_dir() / "models" / f"{gguf.stem}-{key}"
 
 
+@contextlib.contextmanager
+def _quiet_gguf_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar, ignoring its progress-bar setting: a bar
+    cut to pieces in every log. Our progress line ('loading subject ...') says what loads."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def _load_gguf(gguf: Path):
     """Dequantize a GGUF once and cache a safetensors copy; later loads read the copy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -259,8 +275,9 @@ def _load_gguf(gguf: Path):
         return _load_dir(cached)
     log.info("dequantizing %s (first load only; cached at %s)", gguf, cached)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        with _quiet_gguf_bar():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except Exception as exc:  # corrupt or unsupported GGUF
         raise ModelLoadError(f"cannot read GGUF model {gguf}: {_one_line(exc)}") from exc
     model.hf_quantizer = None

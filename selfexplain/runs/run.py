@@ -246,13 +246,11 @@ class Run:
                                 benchmark_repeats={b: get_benchmark(b).train_repeats.get(self.cfg.mode, 1)
                                                    for b in truths})
         train = [r for records, _ in truths.values() for r in split(records, "train")]
-        load: Callable[[], LoadedModel]
-        if name == "self":
-            load = lambda: copy_of(self.subject)  # noqa: E731
-        else:
-            def load() -> LoadedModel:
-                with status(f"loading the other explainer's model {self.cfg.other}"):
-                    return load_model(self.cfg.other, trust_remote_code=self.cfg.trust_remote_code)
+        def load() -> LoadedModel:
+            if name == "self":
+                return copy_of(self.subject)
+            with status(f"loading the other explainer's model {self.cfg.other}"):
+                return load_model(self.cfg.other, trust_remote_code=self.cfg.trust_remote_code)
         if name == "self" or all(r.vector is None for r in train):
             # No trainable input projector (self's vectors live in its own space, or no vectors):
             # adapt the top half only, so backprop stops half-way (faster).
