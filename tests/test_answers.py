@@ -71,9 +71,13 @@ def test_pick_answers_takes_the_likeliest_candidate_and_decodes_the_rest(tiny):
     for i in (0, 2):
         scores = option_logprobs(tiny, [prompts[i]], [[tok(" " + c, add_special_tokens=False)["input_ids"] + end
                                                       for c in CANDIDATES[i]]])[0].tolist()
-        assert picked[i] == (CANDIDATES[i][scores.index(max(scores))], 1 + len(CANDIDATES[i]))
+        text, passes, probs = picked[i]
+        assert (text, passes) == (CANDIDATES[i][scores.index(max(scores))], 1 + len(CANDIDATES[i]))
+        expected = torch.tensor(scores, dtype=torch.float64).softmax(-1).tolist()
+        assert list(probs) == CANDIDATES[i] and list(probs.values()) == pytest.approx(expected, abs=1e-4)
+        assert max(probs, key=probs.get) == text
     (free,) = greedy_generate(tiny, [prompts[1]], max_new_tokens=4)
-    assert picked[1][0] == free
+    assert picked[1][0] == free and picked[1][2] is None
 
 
 def _ablation_record(hinted: str, labels: list[str]) -> Record:

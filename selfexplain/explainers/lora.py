@@ -50,7 +50,8 @@ class LoRAExplainer(Explainer):
             answers = pick_answers(self.loaded, prompts, queries, self.decoding, [self.loaded.tokenizer.eos_token_id],
                                    [q.vector for q in queries], self.projector)
         per = sw.per_item(len(queries))
-        return [Explanation(text, forward_passes=passes, seconds=per) for text, passes in answers]
+        return [Explanation(text, forward_passes=passes, seconds=per, probabilities=probs)
+                for text, passes, probs in answers]
 
 
 def copy_of(loaded: LoadedModel) -> LoadedModel:

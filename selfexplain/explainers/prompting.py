@@ -71,4 +71,5 @@ class PromptedExplainer(Explainer):
                                    prefix=prefix, prefix_vectors=prefix_vectors)
         per = sw.per_item(len(queries))
         # Cost counts the full prompt (prefix included), as a user without a cache would pay.
-        return [Explanation(text, forward_passes=passes, seconds=per) for text, passes in answers]
+        return [Explanation(text, forward_passes=passes, seconds=per, probabilities=probs)
+                for text, passes, probs in answers]

@@ -303,14 +303,16 @@ def pick_answers(
     projector: torch.nn.Module | None = None,
     prefix: Sequence[int] | None = None,
     prefix_vectors: torch.Tensor | None = None,
-) -> list[tuple[str, int]]:
-    """Each record's answer and the sequences run to get it: the likeliest of its candidates
-    (`decoding.candidates`, each followed by `terminator`, the explainer's end of an answer) or,
-    for records without candidates, greedy decoding."""
+) -> list[tuple[str, int, dict[str, float] | None]]:
+    """Each record's answer, the sequences run to get it, and, where it was picked among
+    candidates, every candidate's probability (softmax of the whole-answer log-likelihoods over
+    the candidate set, for calibration): the likeliest of its candidates (`decoding.candidates`,
+    each followed by `terminator`, the explainer's end of an answer) or, for records without
+    candidates, greedy decoding (probabilities None)."""
     cands = [decoding.candidates(r) if decoding.candidates else None for r in records]
     ranked = [i for i, c in enumerate(cands) if c]
     free = [i for i, c in enumerate(cands) if not c]
-    out: list[tuple[str, int]] = [("", 0)] * len(records)
+    out: list[tuple[str, int, dict[str, float] | None]] = [("", 0, None)] * len(records)
     vecs = (lambda idx: [vectors[i] for i in idx]) if vectors is not None else (lambda idx: None)
     if ranked:
         ids = [[loaded.tokenizer(" " + c, add_special_tokens=False)["input_ids"] + list(terminator)
@@ -319,11 +321,12 @@ def pick_answers(
                                  prefix=prefix, prefix_vectors=prefix_vectors)
         for i, row in zip(ranked, scores):
             s = row.tolist()
-            out[i] = (cands[i][max(range(len(s)), key=s.__getitem__)], 1 + len(s))
+            probs = row.double().softmax(-1).tolist()
+            out[i] = (cands[i][max(range(len(s)), key=s.__getitem__)], 1 + len(s), dict(zip(cands[i], probs)))
     if free:
         texts = greedy_generate(loaded, [prompts[i] for i in free], vecs(free), projector,
                                 max_new_tokens=decoding.max_new_tokens, no_repeat_ngram=decoding.no_repeat_ngram,
                                 prefix=prefix, prefix_vectors=prefix_vectors)
         for i, t in zip(free, texts):
-            out[i] = (t, 1 + len(loaded.tokenizer(t)["input_ids"]))
+            out[i] = (t, 1 + len(loaded.tokenizer(t)["input_ids"]), None)
     return out
