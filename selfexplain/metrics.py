@@ -97,3 +97,36 @@ def bootstrap_macro_mean(values: Sequence[float], groups: Sequence[str], seed: i
 def format_estimate(est: dict[str, float]) -> str:
     """'value [low, high]' in percent: the one text form of an estimate in every report."""
     return f"{100 * est['value']:.1f} [{100 * est['low']:.1f}, {100 * est['high']:.1f}]"
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[float], n_bins: int = 10) -> float:
+    """ECE (Guo et al. 2017; as in Binder et al. 2024): items binned by the confidence of their
+    answer into `n_bins` equal-width bins; the item-weighted mean |accuracy - mean confidence|."""
+    c, y = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    if len(c) == 0:
+        return float("nan")
+    bins = np.minimum((c * n_bins).astype(int), n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        m = bins == b
+        total += m.sum() * abs(y[m].mean() - c[m].mean())
+    return float(total / len(c))
+
+
+def bootstrap_ece(confidence: Sequence[float], correct: Sequence[float], seed: int = 0) -> Estimate:
+    """ECE with a percentile-bootstrap CI over items."""
+    c, y = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    if len(c) == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    stats = [expected_calibration_error(c[idx], y[idx]) for idx in _resample_indices(len(c), seed, 1000)]
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return Estimate(expected_calibration_error(c, y), float(lo), float(hi), len(c))
+
+
+def reliability(confidence: Sequence[float], correct: Sequence[float], n_bins: int = 10) -> list[dict[str, float]]:
+    """Per non-empty confidence bin: its range, item count, mean confidence and accuracy."""
+    c, y = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    bins = np.minimum((c * n_bins).astype(int), n_bins - 1)
+    return [{"low": b / n_bins, "high": (b + 1) / n_bins, "n": int((bins == b).sum()),
+             "confidence": float(c[bins == b].mean()), "accuracy": float(y[bins == b].mean())}
+            for b in np.unique(bins)]

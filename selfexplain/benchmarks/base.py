@@ -272,6 +272,11 @@ class Benchmark(ABC):
         """Ground-truth charts for the HTML report (shares: balance, breakdowns)."""
         return []
 
+    def result_charts(self, section: dict[str, Any]) -> list[ReportChart]:
+        """Charts of the explainers' results (e.g. calibration), from the benchmark's results
+        section; shown with the ground-truth charts."""
+        return []
+
     def report_tables(self, section: dict[str, Any]) -> list[ReportTable]:
         """Extra tables of this benchmark's report section, from its results section."""
         return []

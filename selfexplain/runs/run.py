@@ -48,6 +48,11 @@ from selfexplain.training import TrainConfig, training_steps
 PREDICTION_CHUNK = 32
 
 
+def _scored(x: Any) -> bool:
+    """Whether a per-item score counts: None and NaN mark items a metric does not cover."""
+    return x is not None and not (isinstance(x, float) and x != x)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -118,6 +123,19 @@ def explainer_names() -> list[str]:
     from selfexplain.benchmarks import all_baselines
 
     return list(GENERIC_EXPLAINERS) + [n for n in all_baselines() if n not in GENERIC_EXPLAINERS]
+
+
+def explainer_train_config(cfg: RunConfig, benchmarks: list[str], trains_projector: bool) -> TrainConfig:
+    """The one training budget of a run's LoRA explainers (self, other, and any a benchmark
+    trains itself, e.g. introspection's mirror pair), so that they compare at equal steps."""
+    train_cfg = TrainConfig(lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, learning_rate=cfg.learning_rate,
+                            epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                            benchmark_repeats={b: get_benchmark(b).train_repeats.get(cfg.mode, 1) for b in benchmarks})
+    if not trains_projector:
+        # No trainable input projector (self's vectors live in its own space, or no vectors):
+        # adapt the top half only, so backprop stops half-way (faster).
+        train_cfg.lora_layer_fraction = 0.5
+    return train_cfg
 
 
 def environment() -> dict[str, str]:
@@ -240,21 +258,14 @@ class Run:
         of the run (one multitask adapter), or loaded from the run directory if trained before."""
         if name in self._trained:
             return self._trained[name]
-        train_cfg = TrainConfig(lora_r=self.cfg.lora_r, lora_alpha=2 * self.cfg.lora_r,
-                                learning_rate=self.cfg.learning_rate, epochs=self.cfg.epochs,
-                                batch_size=self.cfg.batch_size, seed=self.cfg.seed,
-                                benchmark_repeats={b: get_benchmark(b).train_repeats.get(self.cfg.mode, 1)
-                                                   for b in truths})
         train = [r for records, _ in truths.values() for r in split(records, "train")]
+        train_cfg = explainer_train_config(self.cfg, list(truths), trains_projector=name != "self" and any(
+            r.vector is not None for r in train))
         def load() -> LoadedModel:
             if name == "self":
                 return copy_of(self.subject)
             with status(f"loading the other explainer's model {self.cfg.other}"):
                 return load_model(self.cfg.other, trust_remote_code=self.cfg.trust_remote_code)
-        if name == "self" or all(r.vector is None for r in train):
-            # No trainable input projector (self's vectors live in its own space, or no vectors):
-            # adapt the top half only, so backprop stops half-way (faster).
-            train_cfg.lora_layer_fraction = 0.5
         explainer = LoRAExplainer(name, load, train_cfg, self.dir / "adapters" / name, GENERIC_EXPLAINERS[name][1])
         steps = training_steps(train, train_cfg)
         tasks = "+".join(truths)
@@ -336,6 +347,7 @@ class Run:
             "self_vs": {n: self.paired(bench, per_item, summaries, against=n)
                         for n in summaries if n != "self"} if "self" in summaries else {},
             **({"comparisons": extra} if extra else {})}
+        section["charts"] += [c.to_dict() for c in bench.result_charts(section)]
         section["tables"] = [t.to_dict() for t in bench.report_tables(section)]
         section["notes"] = bench.report_notes(section)
         return section, item_scores
@@ -352,7 +364,10 @@ class Run:
             return None
         sign = 1.0 if bench.metric(metric).higher_is_better else -1.0
         best = against or max(others, key=lambda n: sign * summaries[n][metric]["value"])
-        ids = [i for i in per_item[best][metric] if i in per_item["self"][metric]]
+        # Items both answered; a NaN score marks an item the metric does not cover (e.g. one outside
+        # the held-out part the primary metric is defined on).
+        ids = [i for i in per_item[best][metric] if i in per_item["self"][metric]
+               and _scored(per_item[best][metric][i]) and _scored(per_item["self"][metric][i])]
         diff = paired_difference([per_item["self"][metric][i] for i in ids],
                                  [per_item[best][metric][i] for i in ids], self.cfg.seed)
         return {"metric": metric, "best_other": best, "difference": diff.to_dict(), "n": len(ids)}
