@@ -127,7 +127,8 @@ def explainer_names() -> list[str]:
 
 def explainer_train_config(cfg: RunConfig, benchmarks: list[str], trains_projector: bool) -> TrainConfig:
     """The one training budget of a run's LoRA explainers (self, other, and any a benchmark
-    trains itself, e.g. introspection's mirror pair), so that they compare at equal steps."""
+    trains itself, e.g. a mirror pair trained on another model's behaviour), so that they compare
+    at equal steps."""
     train_cfg = TrainConfig(lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, learning_rate=cfg.learning_rate,
                             epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                             benchmark_repeats={b: get_benchmark(b).train_repeats.get(cfg.mode, 1) for b in benchmarks})

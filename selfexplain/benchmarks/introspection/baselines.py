@@ -24,7 +24,7 @@ class ModeExplainer(Explainer):
     property and family where the family was trained on, per property otherwise. Its distribution
     over the candidates is fitted at ground-truth time on training records (context['mode_probs'])."""
 
-    name = "mode"
+    name = "most-common"
     description = "always the most common training answer (per property; per family where trained on)"
 
     def explain(self, queries: Sequence[Record]) -> list[Explanation]:
@@ -86,7 +86,7 @@ class MirrorExplainer(Explainer):
 
 
 def baseline_specs(bench) -> list[BaselineSpec]:
-    specs = [BaselineSpec("mode", "heuristic", ModeExplainer.description, lambda env: ModeExplainer())]
+    specs = [BaselineSpec("most-common", "heuristic", ModeExplainer.description, lambda env: ModeExplainer())]
     if not bench.mirror:
         return specs
 

@@ -11,7 +11,7 @@ from selfexplain.models.loading import LoadedModel
 from selfexplain.templates import chat_parts
 
 # Longest answer read: properties look at the first words and characters only.
-MAX_NEW_TOKENS = 10
+MAX_NEW_TOKENS = 12
 BATCH = 32
 
 

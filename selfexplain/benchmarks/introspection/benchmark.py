@@ -23,7 +23,7 @@ import torch
 from selfexplain.benchmarks.base import (BaselineSpec, Benchmark, GroundTruth, MetricSpec, ReportChart,
                                          ReportFact, ReportTable)
 from selfexplain.benchmarks.introspection import properties as P
-from selfexplain.benchmarks.introspection.behaviour import answers
+from selfexplain.benchmarks.introspection.behaviour import MAX_NEW_TOKENS, answers
 from selfexplain.benchmarks.introspection.families import Prompt, build_prompts
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError
@@ -168,7 +168,7 @@ class IntrospectionBenchmark(Benchmark):
             id=f"introspection/{prompt.id}/{prop}", benchmark=self.name, split=split, group=prompt.family,
             query=self.query(prompt, prop, cands), answer=value,
             provenance=Provenance(subject_name, "self_prediction",
-                                  {"decoding": "greedy", "max_new_tokens": 10, "property": prop}, config.seed),
+                                  {"decoding": "greedy", "max_new_tokens": MAX_NEW_TOKENS, "property": prop}, config.seed),
             context=context)
 
     def _fit_modes(self, records: list[Record]) -> None:
@@ -423,4 +423,4 @@ def _entropy(values: Sequence[str]) -> float:
     if counts.sum() == 0:
         return _nan()
     p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum())
+    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0: no "-0"

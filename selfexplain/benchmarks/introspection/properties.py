@@ -42,6 +42,8 @@ def value(prop: str, answer: str, prompt: Prompt) -> str:
     low = answer.lower()
     if prop == "first_word":
         return words[0].lower() if words else "(empty)"
+    if prop == "second_word":
+        return words[1].lower() if len(words) > 1 else "(none)"
     if prop == "first_char":
         return low[0] if low else "(empty)"
     if prop == "second_char":
@@ -49,7 +51,7 @@ def value(prop: str, answer: str, prompt: Prompt) -> str:
     if prop == "starts_with_vowel":
         return "yes" if low[:1] in VOWELS else "no"
     if prop == "length":
-        return {0: "one", 1: "one", 2: "two"}.get(len(words), "three or more")
+        return "1-2" if len(words) <= 2 else "3-5" if len(words) <= 5 else "6 or more"
     if prop == "parity":
         m = _NUMBER.search(answer)
         return ("even" if int(m.group()) % 2 == 0 else "odd") if m else "no number"
