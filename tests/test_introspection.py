@@ -114,8 +114,10 @@ def test_two_by_two_end_to_end(intro_run):
     assert bench["n_train"] == 48 and bench["n_test"] == 32
     assert ex[OTHER_ON_ITSELF]["predicts"] == ex[SUBJECT_ON_OTHER]["predicts"] == "other"
     assert ex["self"]["predicts"] == ex["other"]["predicts"] == "subject"
-    # mirror explainers are references: never "the best other"
+    # mirror explainers predict the other model: never "the best other", never paired with self
     assert bench["self_vs_best_other"]["best_other"] not in (OTHER_ON_ITSELF, SUBJECT_ON_OTHER)
+    assert OTHER_ON_ITSELF not in bench["self_vs"] and SUBJECT_ON_OTHER not in bench["self_vs"]
+    assert "most-common" in bench["self_vs"]
     n_main = 32 - round(0.25 * 32)
     assert ex["self"]["accuracy"]["n"] == n_main and ex["self"]["accuracy_in_family"]["n"] == 32 - n_main
     two = bench["comparisons"]["two_by_two"]

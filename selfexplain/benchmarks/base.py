@@ -17,6 +17,11 @@ from selfexplain.models.loading import LoadedModel
 from selfexplain.records import Record
 from selfexplain.templates import template_digest
 
+# What an explainer's answers are about by default: the subject. A summary whose "predicts" names
+# another target (e.g. another model's behaviour, in a mirror design) is never paired with self.
+SUBJECT_TARGET = "subject"
+
+
 @dataclass
 class BaselineEnv:
     """What benchmark-specific baselines may use: the subject (loaded on demand), the run's

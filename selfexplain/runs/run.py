@@ -30,7 +30,7 @@ from selfexplain import __version__
 from selfexplain.runs import faults
 from selfexplain.runs.atomic import write_json, write_text
 from selfexplain.benchmarks import Benchmark, get_benchmark
-from selfexplain.benchmarks.base import BaselineEnv, balanced_sample, sources_for
+from selfexplain.benchmarks.base import SUBJECT_TARGET, BaselineEnv, balanced_sample, sources_for
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError
 from selfexplain.explainers import GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
@@ -46,6 +46,13 @@ from selfexplain.training import TrainConfig, training_steps
 
 # Answers stored per transaction: a kill loses at most this many (seconds of work for any explainer).
 PREDICTION_CHUNK = 32
+
+
+def predicts_subject(summary: dict[str, Any]) -> bool:
+    """Whether an explainer's answers are scored on the subject's behaviour. A benchmark may score
+    some explainers on another model's (summary["predicts"], e.g. a mirror design): those are
+    never paired with self, whose answers are about the subject."""
+    return summary.get("predicts", SUBJECT_TARGET) == SUBJECT_TARGET
 
 
 def _scored(x: Any) -> bool:
@@ -346,7 +353,8 @@ class Run:
             "self_vs_best_other": self.paired(bench, per_item, summaries),
             "self_vs_other": self.paired(bench, per_item, summaries, against="other"),
             "self_vs": {n: self.paired(bench, per_item, summaries, against=n)
-                        for n in summaries if n != "self"} if "self" in summaries else {},
+                        for n in summaries if n != "self" and predicts_subject(summaries[n])}
+            if "self" in summaries else {},
             **({"comparisons": extra} if extra else {})}
         section["charts"] += [c.to_dict() for c in bench.result_charts(section)]
         section["tables"] = [t.to_dict() for t in bench.report_tables(section)]
@@ -360,7 +368,7 @@ class Run:
         items both explainers answered."""
         metric = bench.primary_metric
         others = [n for n in summaries if n != "self" and not summaries[n]["subsample"]
-                  and not summaries[n]["reference"]]
+                  and not summaries[n]["reference"] and predicts_subject(summaries[n])]
         if "self" not in summaries or (against is None and not others) or (against and against not in summaries):
             return None
         sign = 1.0 if bench.metric(metric).higher_is_better else -1.0

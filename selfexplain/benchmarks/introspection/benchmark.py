@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from selfexplain.benchmarks.base import (BaselineSpec, Benchmark, GroundTruth, MetricSpec, ReportChart,
+from selfexplain.benchmarks.base import (SUBJECT_TARGET, BaselineSpec, Benchmark, GroundTruth, MetricSpec, ReportChart,
                                          ReportFact, ReportTable)
 from selfexplain.benchmarks.introspection import properties as P
 from selfexplain.benchmarks.introspection.behaviour import MAX_NEW_TOKENS, answers
@@ -35,7 +35,7 @@ from selfexplain.records import Provenance, Record
 
 # Which model an explanation is about: the subject unless the explainer declares otherwise
 # (Explanation.fields["predicts"]); the mirror explainers predict the other model.
-SUBJECT, OTHER = "subject", "other"
+SUBJECT, OTHER = SUBJECT_TARGET, "other"
 HELDOUT_FAMILY, HELDOUT_PROMPT = "family", "prompt"
 
 
