@@ -11,6 +11,7 @@ from selfexplain.benchmarks.ablation.benchmark import AblationBenchmark
 from selfexplain.benchmarks.ablation.live import parse_prompt
 from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark
 from selfexplain.benchmarks.patching.live import PatchSpec
+from selfexplain.benchmarks import list_benchmarks
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError, DataError
 from selfexplain.explain import Session, run_cli
@@ -111,10 +112,11 @@ def test_ablation_claim_is_checked_against_independent_forwards(session):
 
     said, truth = parse_change_answer(claim.claim), parse_change_answer(claim.measured)
     assert claim.status == ("unparseable" if said[0] is None else "confirmed" if said == truth else "refuted")
-    assert [c.task for c in result.claims] == ["ablation", "patching", "rationales"]
-    assert result.claims[1].status == "not available" and "--patch" in result.claims[1].effect  # not asked
-    assert result.claims[2].effect == "not available: this adapter was not trained on the rationales task"
-    assert result.claims[2].about == "which input tokens the answer relied on"  # the benchmark declares its topic
+    assert [c.task for c in result.claims] == list(list_benchmarks())  # every registered benchmark, in registry order
+    by_task = {c.task: c for c in result.claims}
+    assert by_task["patching"].status == "not available" and "--patch" in by_task["patching"].effect  # not asked
+    assert by_task["rationales"].effect == "not available: this adapter was not trained on the rationales task"
+    assert by_task["rationales"].about == "which input tokens the answer relied on"  # the benchmark declares its topic
 
 
 def test_loading_the_adapter_leaves_the_subject_alone(session, tiny_dirs):
@@ -213,7 +215,7 @@ def test_cli_json(monkeypatch, capsys, run_dir):
     data = json.loads(line)
     assert data["options"] == ["Montevideo", "Warsaw", "Paris", "Lima"] and data["hint"] == HINT
     assert data["answer"] in data["options"] and data["statement"] == STATEMENT and data["correct"] == "Montevideo"
-    assert [c["task"] for c in data["claims"]] == ["ablation", "patching", "rationales"]
+    assert [c["task"] for c in data["claims"]] == list(list_benchmarks())
     ablation = data["claims"][0]
     assert set(ablation) >= {"task", "about", "status", "claim", "measured", "effect", "confirmed", "details"}
     assert ablation["status"] in ("confirmed", "refuted", "unparseable")

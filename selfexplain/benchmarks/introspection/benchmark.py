@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from selfexplain.benchmarks.base import (SUBJECT_TARGET, BaselineSpec, Benchmark, GroundTruth, MetricSpec, ReportChart,
-                                         ReportFact, ReportTable)
+from selfexplain.benchmarks.base import (SUBJECT_TARGET, BaselineSpec, Benchmark, GroundTruth, LiveClaims, MetricSpec,
+                                         ReportChart, ReportFact, ReportTable)
 from selfexplain.benchmarks.introspection import properties as P
 from selfexplain.benchmarks.introspection.behaviour import MAX_NEW_TOKENS, answers
 from selfexplain.benchmarks.introspection.families import Prompt, build_prompts
@@ -58,6 +58,8 @@ class IntrospectionBenchmark(Benchmark):
     sizes = {"quick": {"n_train": 480, "n_test": 320}, "standard": {"n_train": 2000, "n_test": 800},
              "full": {"n_train": 20000, "n_test": 4000}}
     truth_keys = frozenset({"value", "raw_answer", "other_value", "other_raw_answer"})
+    # `selfexplain explain` names the topic; a live check (ask, then run the prompt) is not built yet.
+    live = LiveClaims(about="properties of the subject's own answer to a prompt")
     data_files = (("selfexplain.benchmarks.introspection", "families.json"),
                   ("selfexplain.data", "relations.json"), ("selfexplain.data", "facts.jsonl"))
     scoring_text = ("Every explainer picks one answer from the same closed set for each hypothetical question; "
