@@ -368,10 +368,9 @@ class Run:
         from selfexplain.metrics import format_estimate
 
         metric, notes = bench.primary_metric, []
-        section["vector_controls"] = {}
         for control in (n for n in CONTROL_EXPLAINERS if n in summaries and base_of(n) in summaries):
             pair = self.paired(bench, per_item, summaries, against=control, base=base_of(control))
-            section["vector_controls"][control] = pair
+            section.setdefault("vector_controls", {})[control] = pair
             notes.append(f"Withheld-vector control: {base_of(control)} - {control}, {bench.metric(metric).label}: "
                          f"{format_estimate(pair['difference'])} points (paired bootstrap 95% CI, {pair['n']} items): "
                          f"the measured contribution of the injected vector.")
