@@ -219,3 +219,22 @@ def test_controls_are_skipped_without_vectors(tiny_dirs, tmp_path):
                     n_test=8, epochs=1, explainers="never-changes,self-no-vector")
     bench = run(cfg)["benchmarks"]["ablation"]
     assert set(bench["explainers"]) == {"never-changes"}
+
+
+def test_plugin_benchmark_gets_seeds_and_curves(tiny_dirs, tmp_path):
+    """A benchmark from outside the package (lower-is-better primary metric, no self) runs as a
+    two-seed learning curve through the plug-in contract alone."""
+    from plugins.echo_benchmark import register
+
+    register()
+    study = run(RunConfig(benchmarks="toy-echo", subject=str(tiny_dirs["subject"]), output_dir=str(tmp_path),
+                          seeds="3,4", train_sizes="8,16", n_test=6))
+    bench = study["benchmarks"]["toy-echo"]
+    assert bench["primary_metric"] == "error_rate" and not bench["higher_is_better"]
+    assert [p["train_size"] for p in bench["points"]] == [8, 16]
+    for p in bench["points"]:
+        e = p["explainers"]["nearest-neighbour"]
+        assert len(e["per_seed"]) == 2 and e["pooled"]["value"] == pytest.approx(np.mean(e["per_seed"]))
+        assert p["self_vs_best_other"] is None  # no self explainer on this benchmark
+    assert bench["curve"]["sample_efficiency"] == {}  # defined for higher-is-better metrics only
+    assert "toy-echo" in (Path(study["study_dir"]) / "study.html").read_text()
