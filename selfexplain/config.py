@@ -58,7 +58,7 @@ class RunConfig:
                                                      "has a closed answer set (patching, ablation): ranked (the "
                                                      "likeliest candidate) or generated (free greedy decoding)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow models with custom code"})
-    seeds: str = field(default="", metadata={"help": "comma-separated seeds, e.g. 0,1,2: the run once per seed (each "
+    seeds: str = field(default="", metadata={"help": "comma-separated seeds, e.g. 0,1,2: one run per seed (each "
                                          "seed draws the ground truth and trains), reported as the mean, the "
                                          "spread across seeds and CIs that resample seeds and items; overrides "
                                          "--seed"})

@@ -123,7 +123,8 @@ def _setup(study: dict[str, Any]) -> str:
 
 
 def _run_label(run: dict[str, Any]) -> str:
-    return f"seed {run['seed']}" + (f", {run['train_size']:,} training records" if run["train_size"] is not None else "")
+    size = run["train_size"]
+    return f"seed {run['seed']}" + (f", {size:,} training records" if size is not None else "")
 
 
 def study_markdown(study: dict[str, Any]) -> str:

@@ -35,7 +35,6 @@ from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError
 from selfexplain.explainers import (CONTROL_EXPLAINERS, GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer,
                                     NearestNeighbour, PromptedExplainer, WithheldVectorExplainer, base_of)
-from selfexplain.explainers.withheld import withheld
 from selfexplain.explainers.lora import copy_of
 from selfexplain.metrics import paired_difference
 from selfexplain.results import SCHEMA_VERSION
@@ -127,7 +126,8 @@ def explainer_names() -> list[str]:
     """Every explainer of any registered benchmark."""
     from selfexplain.benchmarks import all_baselines
 
-    return list(GENERIC_EXPLAINERS) + [n for n in all_baselines() if n not in GENERIC_EXPLAINERS] + list(CONTROL_EXPLAINERS)
+    return (list(GENERIC_EXPLAINERS) + [n for n in all_baselines() if n not in GENERIC_EXPLAINERS]
+            + list(CONTROL_EXPLAINERS))
 
 
 def environment() -> dict[str, str]:
