@@ -211,8 +211,8 @@ def _pooled_pair(scores: dict[str, list[dict]], a: str, b: str, seed: int) -> di
 
 def curve_summary(points: list[dict[str, Any]], higher: bool) -> dict[str, Any]:
     """Where self and the best non-self explainer (at the largest size) cross, or the gap's trend
-    (a least-squares line in log2 size: points per doubling, and the size where it would reach
-    zero, an extrapolation); and each explainer's sample efficiency (Li et al. 2025): the
+    (with >= 3 sizes, a least-squares line in log2 size: points per doubling, and the size where
+    it would reach zero, an extrapolation); and each explainer's sample efficiency (Li et al. 2025): the
     fraction of its largest-size score it reaches at the smallest size."""
     sizes = [p["train_size"] for p in points]
     last = points[-1]
@@ -235,7 +235,7 @@ def curve_summary(points: list[dict[str, Any]], higher: bool) -> dict[str, Any]:
             crossings.append(float(math.exp(math.log(k0) + t * (math.log(k1) - math.log(k0)))))
     out["crossings"] = crossings
     ok = [(math.log2(k), g) for k, g in zip(sizes, gaps) if g == g]
-    if len(ok) >= 2:
+    if len(ok) >= 3:  # a line through two points is no trend
         x, y = np.array([a for a, _ in ok]), np.array([b for _, b in ok])
         slope, intercept = np.polyfit(x, y, 1)
         out["gap_per_doubling"] = float(slope)
