@@ -18,10 +18,12 @@ from selfexplain.models.loading import list_models, load_model, wrap_model  # no
 
 
 def run(config: "RunConfig") -> dict:
-    """Run (or resume) a benchmark suite; returns the results dict also saved in the run dir."""
+    """Run (or resume) a benchmark suite; returns the results dict also saved in the run dir.
+    With --seeds or --train-sizes set, a study (runs/study.py): its pooled results (study.json)."""
     from selfexplain.runs.run import Run
+    from selfexplain.runs.study import Study, is_study
 
-    return Run(config).execute()
+    return Study(config).execute() if is_study(config) else Run(config).execute()
 
 
 __all__ = ["RunConfig", "get_benchmark", "list_benchmarks", "list_explainers", "list_models",

@@ -114,6 +114,11 @@ def run(**kwargs: Any) -> None:
 
     _using_store(Path(cfg.output_dir) / STORE_NAME)
     check_store_readable(Path(cfg.output_dir) / STORE_NAME)
+    from selfexplain.runs.study import is_study
+
+    if is_study(cfg):
+        _study(config)
+        return
     runner = Run(config)
     _using_store(runner.store.path, runner.store)
     console.print(f"run directory: {runner.dir}")
@@ -125,6 +130,34 @@ def run(**kwargs: Any) -> None:
         out.print(item)
     out.print(f"results: {runner.store.path} (run {runner.id}); exports {runner.dir / 'results.md'} and "
               f"{runner.dir / 'report.html'}")
+
+
+@app.command()
+@options_from(RunConfig)
+def curve(**kwargs: Any) -> None:
+    """A learning curve: `run` at every --train-sizes (with --seeds, per seed) on one test set."""
+    config = RunConfig(**kwargs)
+    if not config.resolved().train_size_list():
+        raise ConfigError("`selfexplain curve` needs --train-sizes, e.g. --train-sizes 250,500,1000,2000,4000")
+    run(**kwargs)
+
+
+def _study(config: RunConfig) -> None:
+    """Run (or resume) every run of a study (--seeds / --train-sizes) and print its pooled tables."""
+    from rich.console import Console
+
+    from selfexplain.progress import console
+    from selfexplain.report.study_page import rich_study
+    from selfexplain.runs.study import Study
+
+    study = Study(config)
+    _using_store(study.store.path, study.store)
+    console.print(f"study directory: {study.dir}")
+    results = study.execute()
+    out = Console(width=max(150, Console().width))
+    for item in rich_study(results):
+        out.print(item)
+    out.print(f"study: {study.dir / 'study.md'} and {study.dir / 'study.html'}; every run is in {study.store.path}")
 
 
 @app.command("list")

@@ -58,6 +58,15 @@ class RunConfig:
                                                      "has a closed answer set (patching, ablation): ranked (the "
                                                      "likeliest candidate) or generated (free greedy decoding)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow models with custom code"})
+    seeds: str = field(default="", metadata={"help": "comma-separated seeds, e.g. 0,1,2: one run per seed (each "
+                                         "seed draws the ground truth and trains), reported as the mean, the "
+                                         "spread across seeds and CIs that resample seeds and items; overrides "
+                                         "--seed"})
+    train_sizes: str = field(default="", metadata={"help": "comma-separated training sizes, e.g. 250,500,1000: a "
+                                               "learning curve; one ground truth with the largest size, every "
+                                               "explainer trained on nested subsets of it, tested on one test set"})
+    train_subset: int = field(default=0, metadata={"help": "train on a seeded subset of this many of the ground "
+                                                "truth's training records (a learning-curve point; 0: all)"})
 
     # Sizes are per benchmark (Benchmark.sizes) unless given; these are the fallbacks.
     # Quick mode trains one epoch in batches of 4: on the 2-core CPU, optimizer steps count more
@@ -89,13 +98,20 @@ class RunConfig:
             raise ConfigError("--budget-tokens must be >= 32 (or 0 for the mode's default)")
         if cfg.answers not in ANSWER_MODES:
             raise ConfigError(f"--answers must be one of {', '.join(ANSWER_MODES)}, not {cfg.answers!r}")
+        if cfg.train_subset and cfg.train_subset < 8:
+            raise ConfigError(f"--train-subset must be >= 8 (or 0 for every training record), not {cfg.train_subset}")
+        cfg.seed_list(), cfg.train_size_list()  # one-line errors for malformed lists
+        if cfg.train_sizes and cfg.n_train:
+            raise ConfigError(f"--n-train {cfg.n_train} and --train-sizes {cfg.train_sizes!r} both set: the curve's "
+                              "ground truth has the largest of --train-sizes training records; drop --n-train")
         if cfg.epochs <= 0 or cfg.batch_size < 1:
             raise ConfigError("--epochs must be > 0 and --batch-size >= 1 (or 0 for the mode's default)")
         return cfg
 
     def _check_values(self) -> None:
         """Ranges, finiteness and lists: one ConfigError naming the option, the value and what is allowed."""
-        for name in ("seed", "n_train", "n_test", "lora_r", "batch_size", "n_attribution", "budget_tokens"):
+        for name in ("seed", "n_train", "n_test", "lora_r", "batch_size", "n_attribution", "budget_tokens",
+                     "train_subset"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{_flag(name)} must be an integer, not {value!r}")
@@ -107,6 +123,7 @@ class RunConfig:
             raise ConfigError(f"--seed must be an integer in [0, {MAX_SEED}], not {self.seed}")
         for name, upper, zero in (("n_train", MAX_ITEMS, "the benchmark's default"),
                                   ("n_test", MAX_ITEMS, "the benchmark's default"),
+                                  ("train_subset", MAX_ITEMS, "every training record"),
                                   ("n_attribution", MAX_ITEMS, "the mode's default"),
                                   ("batch_size", MAX_BATCH_SIZE, "the mode's default"),
                                   ("budget_tokens", MAX_BUDGET_TOKENS, "the mode's default")):
@@ -133,6 +150,14 @@ class RunConfig:
             raise ConfigError(f"--explainers must name at least one explainer (comma-separated) or be 'all', "
                               f"not {self.explainers!r}; `selfexplain list` shows them")
         _no_duplicates("--explainers", self.explainers, explainers)
+
+    def seed_list(self) -> list[int]:
+        """--seeds as integers (empty: one run with --seed); ConfigError on a malformed list."""
+        return _int_list("--seeds", self.seeds, 0, MAX_SEED)
+
+    def train_size_list(self) -> list[int]:
+        """--train-sizes as increasing integers (empty: no curve); ConfigError on a malformed list."""
+        return sorted(_int_list("--train-sizes", self.train_sizes, 8, MAX_ITEMS))
 
     def for_benchmark(self, sizes: dict[str, dict[str, int]] | None = None) -> "RunConfig":
         """A copy with n_train/n_test set: the user's values, else the benchmark's for the mode."""
@@ -169,6 +194,27 @@ class RunConfig:
 
 def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
+
+
+def _int_list(option: str, given: str, low: int, high: int) -> list[int]:
+    """Comma-separated integers in [low, high], each once; '' is the empty list."""
+    if not isinstance(given, str):
+        raise ConfigError(f"{option} must be comma-separated integers, not {given!r}")
+    parts = [p.strip() for p in given.split(",")]
+    if parts == [""]:
+        return []
+    values = []
+    for p in parts:
+        try:
+            value = int(p)
+        except ValueError:
+            raise ConfigError(f"{option} must be comma-separated integers in [{low:,}, {high:,}], e.g. "
+                              f"{option} {low},{2 * low},{4 * low}; {p!r} in {given!r} is not one") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{option}: {value:,} in {given!r} is outside [{low:,}, {high:,}]")
+        values.append(value)
+    _no_duplicates(option, given, [str(v) for v in values])
+    return values
 
 
 def _no_duplicates(option: str, given: str, names: list[str]) -> None:

@@ -130,3 +130,42 @@ def reliability(confidence: Sequence[float], correct: Sequence[float], n_bins: i
     return [{"low": b / n_bins, "high": (b + 1) / n_bins, "n": int((bins == b).sum()),
              "confidence": float(c[bins == b].mean()), "accuracy": float(y[bins == b].mean())}
             for b in np.unique(bins)]
+
+
+def pooled_mean(values_by_seed: Sequence[Sequence[float]], seed: int = 0, n_boot: int = N_BOOTSTRAP) -> Estimate:
+    """Mean over seeds of each seed's item mean, with a two-level bootstrap CI: each replicate
+    draws seeds with replacement, then items with replacement within each drawn seed, so the
+    interval covers both the training draw (seed) and the test items. One seed: `bootstrap_mean`.
+    `n` is the number of items over all seeds."""
+    groups = [np.asarray(v, dtype=float) for v in values_by_seed if len(v)]
+    if not groups:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    if len(groups) == 1:
+        return bootstrap_mean(groups[0], seed)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(groups), size=(n_boot, len(groups)))  # seeds of each replicate
+    slot_means = np.empty(drawn.shape)
+    for slot in range(drawn.shape[1]):  # every drawn seed gets its own item resample
+        for k, g in enumerate(groups):
+            rows = np.flatnonzero(drawn[:, slot] == k)
+            slot_means[rows, slot] = g[rng.integers(0, len(g), size=(len(rows), len(g)))].mean(axis=1)
+    boots = slot_means.mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return Estimate(float(np.mean([g.mean() for g in groups])), float(lo), float(hi), sum(len(g) for g in groups))
+
+
+def pooled_paired_difference(a_by_seed: Sequence[Sequence[float]], b_by_seed: Sequence[Sequence[float]],
+                             seed: int = 0) -> Estimate:
+    """Mean over seeds of a - b on the same items (paired within each seed), resampling seeds
+    and items (`pooled_mean`)."""
+    return pooled_mean([np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+                        for a, b in zip(a_by_seed, b_by_seed)], seed)
+
+
+def seed_spread(means: Sequence[float]) -> dict[str, float]:
+    """How much a score moves between seeds: standard deviation (ddof=1), min and max of the per-seed values."""
+    x = np.asarray([m for m in means if m == m], dtype=float)
+    if len(x) == 0:
+        return {"sd": float("nan"), "min": float("nan"), "max": float("nan"), "n_seeds": 0}
+    return {"sd": float(x.std(ddof=1)) if len(x) > 1 else 0.0, "min": float(x.min()), "max": float(x.max()),
+            "n_seeds": int(len(x))}

@@ -18,7 +18,8 @@ Version 2 (this one)::
          "tables": [{"title", "header", "rows", "lead"}],
          "notes": [str],
          "ground_truth": {...the benchmark's raw statistics, for provenance...},
-         "self_vs_best_other", "self_vs_other", "self_vs": {explainer: pair}, "comparisons"?}}}
+         "self_vs_best_other", "self_vs_other", "self_vs": {explainer: pair}, "comparisons"?,
+         "vector_controls"?: {control: pair of its base minus it (e.g. self - self-no-vector)}}}}
 
 A pair is {"metric", "best_other", "difference": estimate, "n"}; an estimate is
 {"value", "low", "high", "n"} (fractions; reports show percent where the metric says so).

@@ -30,7 +30,7 @@ def test_run_writes_results(results):
     cfg, res = results
     bench = res["benchmarks"]["patching"]
     assert set(bench["explainers"]) == {"self", "other", "zero-shot", "4-shot", "nearest-neighbour",
-                                        "never-changes", "layer-token-prior"}
+                                        "never-changes", "layer-token-prior", "attribution-patching"}
     for summary in bench["explainers"].values():
         em = summary["exact_match"]
         assert 0 <= em["low"] <= em["value"] <= em["high"] <= 1

@@ -9,6 +9,7 @@ from selfexplain.explainers.baselines import HeuristicExplainer, MajorityExplain
 from selfexplain.explainers.families import FAMILIES
 from selfexplain.explainers.lora import LoRAExplainer
 from selfexplain.explainers.prompting import PromptedExplainer
+from selfexplain.explainers.withheld import CONTROL_EXPLAINERS, WithheldVectorExplainer, base_of
 
 # name -> (family, description); cheapest first, so partial results appear early.
 GENERIC_EXPLAINERS: dict[str, tuple[str, str]] = {
@@ -24,11 +25,12 @@ def list_explainers() -> dict[str, str]:
     """Every explainer name: the generic ones, then each registered benchmark's baselines."""
     from selfexplain.benchmarks import all_baselines
 
-    out = {name: desc for name, (_, desc) in GENERIC_EXPLAINERS.items()}
+    out = {name: desc for name, (_, desc) in {**GENERIC_EXPLAINERS, **CONTROL_EXPLAINERS}.items()}
     for name, specs in all_baselines().items():
         out[name] = "; ".join(f"{bench}: {spec.description}" for bench, spec in specs)
     return out
 
 
-__all__ = ["FAMILIES", "GENERIC_EXPLAINERS", "Explainer", "Explanation", "HeuristicExplainer", "LoRAExplainer",
-           "MajorityExplainer", "NearestNeighbour", "PromptedExplainer", "list_explainers"]
+__all__ = ["CONTROL_EXPLAINERS", "FAMILIES", "GENERIC_EXPLAINERS", "Explainer", "Explanation", "HeuristicExplainer",
+           "LoRAExplainer", "MajorityExplainer", "NearestNeighbour", "PromptedExplainer", "WithheldVectorExplainer",
+           "base_of", "list_explainers"]

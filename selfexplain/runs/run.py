@@ -33,7 +33,8 @@ from selfexplain.benchmarks import Benchmark, get_benchmark
 from selfexplain.benchmarks.base import SUBJECT_TARGET, BaselineEnv, balanced_sample, sources_for
 from selfexplain.config import RunConfig
 from selfexplain.errors import ConfigError
-from selfexplain.explainers import GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer, NearestNeighbour, PromptedExplainer
+from selfexplain.explainers import (CONTROL_EXPLAINERS, GENERIC_EXPLAINERS, Explainer, Explanation, LoRAExplainer,
+                                    NearestNeighbour, PromptedExplainer, WithheldVectorExplainer, base_of)
 from selfexplain.explainers.lora import copy_of
 from selfexplain.metrics import paired_difference
 from selfexplain.results import SCHEMA_VERSION
@@ -68,11 +69,14 @@ def seed_everything(seed: int) -> None:
 
 # Config fields that choose what is evaluated, not what is computed: a rerun with other
 # explainers reuses the run's ground truth, adapters and answers, and adds the missing ones.
-NOT_IDENTITY = ("explainers",)
+NOT_IDENTITY = ("explainers", "seeds", "train_sizes")  # the last two choose runs (runs/study.py)
+# Fields that enter a run's identity only when they differ from these defaults: runs made before
+# the field existed keep their directories.
+IDENTITY_IF_SET = {"train_subset": 0}
 # Config fields a benchmark's ground truth does not depend on: a run whose other fields equal an
 # earlier run's (say, only --epochs differs) copies that run's ground truth instead of recomputing it.
 NOT_GROUND_TRUTH = NOT_IDENTITY + ("benchmarks", "other", "epochs", "learning_rate", "lora_r", "batch_size",
-                                   "n_attribution", "answers")
+                                   "n_attribution", "answers", "train_subset")
 
 
 def ground_truth_identity(config: dict[str, Any], benchmark: str) -> dict[str, Any] | None:
@@ -90,7 +94,8 @@ def ground_truth_identity(config: dict[str, Any], benchmark: str) -> dict[str, A
 def run_identity(cfg: RunConfig) -> dict[str, Any]:
     """Everything that changes what a run computes: its config (less what only chooses what is
     evaluated), each benchmark's identity and the selfexplain version. Saved in config.json."""
-    return {"config": {k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY},
+    return {"config": {k: v for k, v in asdict(cfg).items()
+                       if k not in NOT_IDENTITY and not (k in IDENTITY_IF_SET and v == IDENTITY_IF_SET[k])},
             "benchmarks": {name: get_benchmark(name).identity() for name in cfg.benchmark_list()},
             "selfexplain": __version__}
 
@@ -110,6 +115,9 @@ def run_dir_for(cfg: RunConfig) -> Path:
 def explainer_declarations(bench: Benchmark) -> dict[str, tuple[str, str, bool]]:
     """name -> (family, description, reference) of every explainer that applies to `bench`."""
     out = {n: (fam, desc, False) for n, (fam, desc) in GENERIC_EXPLAINERS.items() if n in bench.generic_explainers}
+    # withheld-vector controls: shown beside their base explainer, never "the best other"
+    out.update({n: (fam, desc, True) for n, (fam, desc) in CONTROL_EXPLAINERS.items()
+                if base_of(n) in bench.generic_explainers})
     out.update({b.name: (b.family, b.description, b.reference) for b in bench.baselines()})
     return out
 
@@ -122,14 +130,16 @@ def explainer_order(bench: Benchmark) -> list[str]:
     (by <= 0.4 points) on which explainers ran before it. This order reproduces the runs made
     before the plug-in contract exactly."""
     return ([n for n in GENERIC_EXPLAINERS if n in bench.generic_explainers]
-            + [b.name for b in bench.baselines()])
+            + [b.name for b in bench.baselines()]
+            + [n for n in CONTROL_EXPLAINERS if base_of(n) in bench.generic_explainers])
 
 
 def explainer_names() -> list[str]:
     """Every explainer of any registered benchmark."""
     from selfexplain.benchmarks import all_baselines
 
-    return list(GENERIC_EXPLAINERS) + [n for n in all_baselines() if n not in GENERIC_EXPLAINERS]
+    return (list(GENERIC_EXPLAINERS) + [n for n in all_baselines() if n not in GENERIC_EXPLAINERS]
+            + list(CONTROL_EXPLAINERS))
 
 
 def explainer_train_config(cfg: RunConfig, benchmarks: list[str], trains_projector: bool) -> TrainConfig:
@@ -187,8 +197,8 @@ class Run:
         self._trained: dict[str, LoRAExplainer] = {}
 
     def _explainer_names(self) -> list[str]:
-        if self.cfg.explainers == "all":
-            return explainer_names()
+        if self.cfg.explainers == "all":  # controls (which double training) run only when named
+            return [n for n in explainer_names() if n not in CONTROL_EXPLAINERS]
         return [e.strip() for e in self.cfg.explainers.split(",") if e.strip()]
 
     @property
@@ -209,6 +219,11 @@ class Run:
         self.store.start_run(self.id, self.dir, saved, env)
         benches = [get_benchmark(name) for name in self.cfg.benchmark_list()]
         truths = {b.name: self.ground_truth(b) for b in benches}
+        if self.cfg.train_subset:  # a learning-curve point: nested seeded subsets of one ground truth
+            from selfexplain.runs.study import training_subset
+
+            truths = {n: (training_subset(records, self.cfg.train_subset, self.cfg.seed), {
+                **stats, "train_subset": self.cfg.train_subset}) for n, (records, stats) in truths.items()}
         results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_dir": str(self.dir), "run_id": self.id,
                                    "config": asdict(self.cfg), "environment": env,
                                    "benchmarks": {}}
@@ -267,14 +282,17 @@ class Run:
         if name in self._trained:
             return self._trained[name]
         train = [r for records, _ in truths.values() for r in split(records, "train")]
-        train_cfg = explainer_train_config(self.cfg, list(truths), trains_projector=name != "self" and any(
+        base = base_of(name)  # a withheld-vector control trains like its base explainer
+        train_cfg = explainer_train_config(self.cfg, list(truths), trains_projector=base != "self" and any(
             r.vector is not None for r in train))
         def load() -> LoadedModel:
-            if name == "self":
+            if base == "self":
                 return copy_of(self.subject)
             with status(f"loading the other explainer's model {self.cfg.other}"):
                 return load_model(self.cfg.other, trust_remote_code=self.cfg.trust_remote_code)
-        explainer = LoRAExplainer(name, load, train_cfg, self.dir / "adapters" / name, GENERIC_EXPLAINERS[name][1])
+        kind, description = ((WithheldVectorExplainer, CONTROL_EXPLAINERS[name][1]) if name in CONTROL_EXPLAINERS
+                             else (LoRAExplainer, GENERIC_EXPLAINERS[name][1]))
+        explainer = kind(name, load, train_cfg, self.dir / "adapters" / name, description)
         steps = training_steps(train, train_cfg)
         tasks = "+".join(truths)
         with bar(f"training '{name}' on {len(train)} {tasks} records", steps) as advance:
@@ -291,7 +309,7 @@ class Run:
         return explainer
 
     def make_explainer(self, name: str, bench: Benchmark, truths) -> Explainer:
-        if name in ("self", "other"):
+        if base_of(name) in ("self", "other"):
             return self.trained(name, truths)
         if name in ("zero-shot", "4-shot"):
             k = 0 if name == "zero-shot" else 4
@@ -318,6 +336,10 @@ class Run:
         console.print(f"[bold]{bench.name}[/]: {len(train)} train / {len(test)} test records; {bench.describe(stats)}")
         bench.prepare(self.baseline_env())
         names = self.applicable(bench)
+        skipped = [n for n in names if n in CONTROL_EXPLAINERS] if all(r.vector is None for r in records) else []
+        if skipped:
+            console.print(f"{bench.name}: {', '.join(skipped)} skipped: its records carry no injected vector")
+            names = [n for n in names if n not in skipped]
         declared = explainer_declarations(bench)
         per_item: dict[str, dict[str, dict[str, float]]] = {}
         item_scores: dict[str, dict[str, dict[str, Any]]] = {}
@@ -358,26 +380,40 @@ class Run:
             **({"comparisons": extra} if extra else {})}
         section["charts"] += [c.to_dict() for c in bench.result_charts(section)]
         section["tables"] = [t.to_dict() for t in bench.report_tables(section)]
-        section["notes"] = bench.report_notes(section)
+        section["notes"] = bench.report_notes(section) + self.control_notes(bench, per_item, summaries, section)
         return section, item_scores
 
+    def control_notes(self, bench: Benchmark, per_item: dict, summaries: dict, section: dict) -> list[str]:
+        """'base - base-no-vector' of every withheld-vector control with its base in the run, paired
+        over the same items: the measured contribution of the injected vector."""
+        from selfexplain.metrics import format_estimate
+
+        metric, notes = bench.primary_metric, []
+        for control in (n for n in CONTROL_EXPLAINERS if n in summaries and base_of(n) in summaries):
+            pair = self.paired(bench, per_item, summaries, against=control, base=base_of(control))
+            section.setdefault("vector_controls", {})[control] = pair
+            notes.append(f"Withheld-vector control: {base_of(control)} - {control}, {bench.metric(metric).label}: "
+                         f"{format_estimate(pair['difference'])} points (paired bootstrap 95% CI, {pair['n']} items): "
+                         f"the measured contribution of the injected vector.")
+        return notes
+
     def paired(self, bench: Benchmark, per_item: dict, summaries: dict,
-               against: str | None = None) -> dict[str, Any] | None:
+               against: str | None = None, base: str = "self") -> dict[str, Any] | None:
         """Paired bootstrap of self minus `against` (default: the best non-self, non-reference
         explainer evaluated on the full test set, by the primary metric's direction) over the
-        items both explainers answered."""
+        items both explainers answered. `base`: the explainer on the left (self, or a control's base)."""
         metric = bench.primary_metric
-        others = [n for n in summaries if n != "self" and not summaries[n]["subsample"]
+        others = [n for n in summaries if n != base and not summaries[n]["subsample"]
                   and not summaries[n]["reference"] and predicts_subject(summaries[n])]
-        if "self" not in summaries or (against is None and not others) or (against and against not in summaries):
+        if base not in summaries or (against is None and not others) or (against and against not in summaries):
             return None
         sign = 1.0 if bench.metric(metric).higher_is_better else -1.0
         best = against or max(others, key=lambda n: sign * summaries[n][metric]["value"])
         # Items both answered; a NaN score marks an item the metric does not cover (e.g. one outside
         # the held-out part the primary metric is defined on).
-        ids = [i for i in per_item[best][metric] if i in per_item["self"][metric]
-               and _scored(per_item[best][metric][i]) and _scored(per_item["self"][metric][i])]
-        diff = paired_difference([per_item["self"][metric][i] for i in ids],
+        ids = [i for i in per_item[best][metric] if i in per_item[base][metric]
+               and _scored(per_item[best][metric][i]) and _scored(per_item[base][metric][i])]
+        diff = paired_difference([per_item[base][metric][i] for i in ids],
                                  [per_item[best][metric][i] for i in ids], self.cfg.seed)
         return {"metric": metric, "best_other": best, "difference": diff.to_dict(), "n": len(ids)}
 

@@ -24,7 +24,7 @@ from selfexplain.models.prefix_cache import cache_input, output_cache, repeat_ca
 from selfexplain.templates import load_templates
 from selfexplain.records import Provenance, Record
 from selfexplain.benchmarks.patching.live import LIVE
-from selfexplain.benchmarks.base import BaselineSpec, GroundTruth, balanced_sample, sources_for
+from selfexplain.benchmarks.base import BaselineEnv, BaselineSpec, GroundTruth, balanced_sample, sources_for
 from selfexplain.benchmarks.change import ChangeBenchmark, parse_change_answer
 
 TOKEN_TYPES = ("subject_question", "subject_answer", "last")
@@ -302,7 +302,20 @@ class PatchingBenchmark(ChangeBenchmark):
                              "always 'unchanged from <the subject's unpatched answer>'", forward_passes=1)),
             BaselineSpec("layer-token-prior", "heuristic", "training change rate per (layer block, token, relation) "
                          "+ the subject's unpatched answers", lambda env: CellPrior(self.t)),
+            BaselineSpec("attribution-patching", "post-hoc", "attribution patching (Nanda 2023): gradient x "
+                         "activation difference at the patched block and token, thresholded on training items",
+                         self._attribution_patching),
         ]
+
+    # Training records the attribution-patching threshold is fitted on, per mode (balanced by label).
+    attribution_patching_fit = {"quick": 64, "standard": 256, "full": 1024}
+
+    def _attribution_patching(self, env: BaselineEnv) -> Explainer:
+        from selfexplain.benchmarks.patching.attribution_patching import AttributionPatching
+
+        facts = load_facts(sources_for(env.config, self), data_root(env.config.data_root or None))
+        return AttributionPatching(self, env.subject(), {(f.relation, f.entity): f for f in facts},
+                                   n_fit=self.attribution_patching_fit.get(env.config.mode, 64), seed=env.config.seed)
 
 
 class CellPrior(Explainer):
