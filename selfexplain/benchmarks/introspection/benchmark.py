@@ -405,6 +405,15 @@ class IntrospectionBenchmark(Benchmark):
             else:
                 notes.append(f"No privileged access measured for {who.lower() if who == 'The subject' else who}: "
                              f"self - cross {format_estimate(est)} points on held-out families (n={d['n']}).")
+        wins = [t for t in (SUBJECT, OTHER) if two.get(t) and two[t]["n"] and two[t]["difference"]["low"] > 0]
+        if all(two.get(t) and two[t]["n"] for t in (SUBJECT, OTHER)):
+            notes.append("Privileged access in both directions (each model predicts itself better than the other "
+                         f"predicts it): {'measured' if len(wins) == 2 else 'not measured'}.")
+        over = (section["explainers"].get("self") or {}).get("over_mode")
+        if over and over.get("n") and over["low"] <= 0:
+            notes.append(f"'self' does not beat always-the-most-common-answer on held-out families (self - mode "
+                         f"{format_estimate(over)} points): a self - cross gap then measures how far the cross "
+                         "model falls below the mode, not self-knowledge beyond the answer distribution.")
         mode = section["ground_truth"].get("mode_accuracy_heldout_families")
         if isinstance(mode, float) and mode == mode:
             notes.append(f"Always answering the most common training answer scores {100 * mode:.1f}% on held-out "
