@@ -352,7 +352,9 @@ class Run:
             return None
         sign = 1.0 if bench.metric(metric).higher_is_better else -1.0
         best = against or max(others, key=lambda n: sign * summaries[n][metric]["value"])
-        ids = [i for i in per_item[best][metric] if i in per_item["self"][metric]]
+        # Items where the metric is undefined for either (None: e.g. a control trial) are not pairs.
+        ids = [i for i, v in per_item[best][metric].items()
+               if v is not None and per_item["self"][metric].get(i) is not None]
         diff = paired_difference([per_item["self"][metric][i] for i in ids],
                                  [per_item[best][metric][i] for i in ids], self.cfg.seed)
         return {"metric": metric, "best_other": best, "difference": diff.to_dict(), "n": len(ids)}
