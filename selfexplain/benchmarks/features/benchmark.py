@@ -28,7 +28,8 @@ from selfexplain.models.generation import Decoding
 from selfexplain.models.loading import LoadedModel
 from selfexplain.records import Provenance, Record
 from selfexplain.templates import load_templates
-from selfexplain.benchmarks.features.explainers import AutoInterp, LogitLens, SelfIE, VectorNeighbour, description_parser
+from selfexplain.benchmarks.features.explainers import (AutoInterp, LogitLens, SelfIE, VectorNeighbour,
+                                                        description_parser)
 from selfexplain.benchmarks.features.scoring import Similarity, auroc, finite, mentions, normalize
 from selfexplain.benchmarks.features.vectors import (ConceptVectors, CorpusActivations, concept_vectors,
                                                      corpus_activations, pick_layers)
@@ -100,7 +101,7 @@ class FeaturesBenchmark(Benchmark):
     decoding = Decoding(max_new_tokens=10)
     train_repeats = {"quick": 3, "standard": 2}
     data_files = (("selfexplain.benchmarks.features", "concepts.json"),)
-    ground_truth_version = 1
+    ground_truth_version = 2
     scoring_text = ("Every explainer describes the same held-out concept directions (concepts never seen in "
                     "training) and control vectors. Exact match: the described concept is the concept's name; "
                     "detection AUROC: one scorer (sentence-embedding similarity of description and context) "
@@ -143,7 +144,7 @@ class FeaturesBenchmark(Benchmark):
 
     # ----- the corpus -----------------------------------------------------------------------
     def corpus_texts(self, config: RunConfig) -> tuple[list[str], str]:
-        """Built-in sentences (two per concept, category templates unlike the vector contexts, plus
+        """Built-in sentences (four per concept, category templates unlike the vector contexts, plus
         neutral filler), and e-SNLI premises when a data root holds them."""
         texts = [tpl.format(name=c["name"]) for c in self.concepts
                  for tpl in self.t["corpus_templates"][c["category"]]] + list(self.t["neutral_corpus"])
@@ -315,7 +316,8 @@ class FeaturesBenchmark(Benchmark):
                          lambda env: LogitLens(env.subject, nothing)),
             BaselineSpec("selfie", "untrained", "the untrained subject reads the vector injected at its own layer "
                          "(SelfIE / Patchscopes style; scale chosen on training concepts)",
-                         lambda env: SelfIE(env.subject, self.t["selfie"], self.parser(), seed=env.config.seed)),
+                         lambda env: SelfIE(env.subject, self.t["selfie"], self.t["selfie_reply"], self.parser(),
+                                            seed=env.config.seed)),
             BaselineSpec("auto-interp", "post-hoc", "top-activating corpus contexts summarised into a label by the "
                          "untrained subject (the human-centric standard)",
                          lambda env: AutoInterp(env.subject, lambda: self._corpus_for(env), self.t, self.n_active)),

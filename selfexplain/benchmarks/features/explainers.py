@@ -93,24 +93,25 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 
 class SelfIE(Explainer):
     """SelfIE / Patchscopes-style zero-shot reading: the untrained subject is asked what the
-    placeholder means while the residual stream at the placeholder, at the vector's own layer,
-    is replaced by the unit vector times `scale` x the prompt's mean residual norm there.
+    placeholder means (its reply begun with `reply`, e.g. 'It means "') while the residual stream
+    at the placeholder, at the vector's own layer, is replaced by the unit vector times `scale` x
+    the prompt's mean residual norm there.
     The scale is the best (exact match, then category match) of `scales` on training concepts."""
 
     name = "selfie"
     description = "the untrained subject reads the vector injected at its own layer (SelfIE-style)"
 
-    def __init__(self, subject: Callable[[], LoadedModel], prompt: str, parse: Callable[[str], tuple],
-                 scales: Sequence[float] = (1.0, 2.0, 4.0), n_fit: int = 24, seed: int = 0,
+    def __init__(self, subject: Callable[[], LoadedModel], prompt: str, reply: str, parse: Callable[[str], tuple],
+                 scales: Sequence[float] = (0.5, 1.0, 2.0, 4.0), n_fit: int = 24, seed: int = 0,
                  max_new_tokens: int = 6):
-        self.subject, self.prompt, self.parse = subject, prompt, parse
+        self.subject, self.prompt, self.reply, self.parse = subject, prompt, reply, parse
         self.scales, self.n_fit, self.seed, self.max_new_tokens = tuple(scales), n_fit, seed, max_new_tokens
         self.scale = self.scales[0]
         self.fit_scores: dict[float, float] = {}
 
     def _prompt(self, loaded: LoadedModel) -> tuple[list[int], int]:
         before, after = chat_parts(loaded.tokenizer)
-        ids = encode_query(loaded, before + self.prompt + after, add_special_tokens=not before)
+        ids = encode_query(loaded, before + self.prompt + after + self.reply, add_special_tokens=not before)
         return ids, ids.index(loaded.placeholder_id)
 
     def _norms(self, loaded: LoadedModel, ids: list[int], layers: set[int]) -> dict[int, float]:

@@ -34,7 +34,7 @@ def parse_description(text: str, nothing: str, categories: dict[str, str],
     if normalize(line).startswith(normalize(nothing)):
         return "", None, True
     m = re.match(r"\s*([^()]*?)\s*\(([^)]*)\)", line)
-    concept = m.group(1) if m else re.split(r"[,.;:()]", line)[0]
+    concept = m.group(1) if m else re.split(r'[,.;:()"]', line)[0]
     concept = normalize(concept)
     category = normalize(m.group(2)) if m else None
     if category not in category_names:
