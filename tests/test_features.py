@@ -156,3 +156,16 @@ def test_run_split_leaks_nothing(features_run):
     for key in ("concept", "category", "label", "active_contexts"):
         with pytest.raises(GroundTruthHidden):
             view.context[key]
+
+
+def test_data_root_corpus_counts_malformed_lines(tmp_path):
+    from selfexplain.benchmarks.features.benchmark import read_data_root_corpus
+
+    (tmp_path / "esnli").mkdir()
+    (tmp_path / "esnli" / "esnli_dev.jsonl").write_text(
+        '{"premise": "A man plays a guitar on a busy street."}\nnot json\n{"premise": 3}\n'
+        '{"premise": "short"}\n{"hypothesis": "x"}\n{"premise": "Two dogs run across a snowy field."}\n')
+    texts, source = read_data_root_corpus(tmp_path, limit=10)
+    assert texts == ["A man plays a guitar on a busy street.", "Two dogs run across a snowy field."]
+    assert "3 malformed lines skipped" in source and "esnli_dev.jsonl:2" in source
+    assert read_data_root_corpus(None, 10) == ([], "")

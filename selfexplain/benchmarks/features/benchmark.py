@@ -65,22 +65,28 @@ def split_concepts(concepts: Sequence[dict[str, str]], test_fraction: float, see
 
 
 def read_data_root_corpus(root, limit: int) -> tuple[list[str], str]:
-    """Up to `limit` human-written sentences from the data root (e-SNLI premises), and their source."""
+    """Up to `limit` human-written sentences from the data root (e-SNLI premises of 20-160
+    characters), and their source with the count of malformed lines skipped (never silently)."""
     path = root / "esnli" / "esnli_dev.jsonl" if root is not None else None
     if path is None or not path.is_file():
         return [], ""
     seen: dict[str, None] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
+    bad: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
             try:
-                text = json.loads(line).get("premise", "")
-            except (json.JSONDecodeError, AttributeError):
+                text = json.loads(line)["premise"]
+                if not isinstance(text, str):
+                    raise TypeError
+            except (json.JSONDecodeError, KeyError, TypeError):
+                bad.append(number)
                 continue
-            if isinstance(text, str) and 20 <= len(text) <= 160:
+            if 20 <= len(text.strip()) <= 160:
                 seen[text.strip()] = None
             if len(seen) >= limit:
                 break
-    return list(seen), str(path)
+    note = f"; {len(bad)} malformed lines skipped, first {path}:{bad[0]}" if bad else ""
+    return list(seen), f"{path}{note}"
 
 
 class FeaturesBenchmark(Benchmark):
