@@ -409,8 +409,8 @@ class Run:
             return None
         sign = 1.0 if bench.metric(metric).higher_is_better else -1.0
         best = against or max(others, key=lambda n: sign * summaries[n][metric]["value"])
-        # Items both answered; a NaN score marks an item the metric does not cover (e.g. one outside
-        # the held-out part the primary metric is defined on).
+        # Items both answered; None or NaN marks an item the metric does not cover (a control
+        # trial, or an item outside the held-out part the primary metric is defined on).
         ids = [i for i in per_item[best][metric] if i in per_item[base][metric]
                and _scored(per_item[best][metric][i]) and _scored(per_item[base][metric][i])]
         diff = paired_difference([per_item[base][metric][i] for i in ids],
