@@ -67,6 +67,9 @@ class RunConfig:
                                                "explainer trained on nested subsets of it, tested on one test set"})
     train_subset: int = field(default=0, metadata={"help": "train on a seeded subset of this many of the ground "
                                                 "truth's training records (a learning-curve point; 0: all)"})
+    lora_layers: float = field(default=0.0, metadata={"help": "fraction of the top decoder layers a LoRA explainer "
+                                                   "adapts, in (0, 1]; 0: the default (half for explainers without "
+                                                   "a trainable vector projector, e.g. self; all otherwise)"})
 
     # Sizes are per benchmark (Benchmark.sizes) unless given; these are the fallbacks.
     # Quick mode trains one epoch in batches of 4: on the 2-core CPU, optimizer steps count more
@@ -115,10 +118,12 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{_flag(name)} must be an integer, not {value!r}")
-        for name in ("epochs", "learning_rate"):
+        for name in ("epochs", "learning_rate", "lora_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{_flag(name)} must be a number, not {value!r}")
+        if not (isinstance(self.lora_layers, (int, float)) and 0 <= self.lora_layers <= 1):
+            raise ConfigError(f"--lora-layers must be a fraction in (0, 1] (or 0 for the default), not {self.lora_layers!r}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"--seed must be an integer in [0, {MAX_SEED}], not {self.seed}")
         for name, upper, zero in (("n_train", MAX_ITEMS, "the benchmark's default"),

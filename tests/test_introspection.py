@@ -145,3 +145,19 @@ def test_mirror_answers_are_scored_on_the_other_models_behaviour(intro_run):
     assert right == pytest.approx(res["benchmarks"]["introspection"]["explainers"][SUBJECT_ON_OTHER]["accuracy"]["value"])
     for i in main:  # the mirror saw the other model's candidates
         assert preds[i].text in test[i].context["other_candidates"]
+
+
+def test_lora_layers_option_sets_the_adapted_depth():
+    from selfexplain.errors import ConfigError
+    from selfexplain.runs.run import explainer_train_config, run_dir_for
+
+    default = RunConfig(benchmarks="introspection").resolved()
+    assert explainer_train_config(default, ["introspection"], trains_projector=False).lora_layer_fraction == 0.5
+    assert explainer_train_config(default, ["introspection"], trains_projector=True).lora_layer_fraction == 1.0
+    full = RunConfig(benchmarks="introspection", lora_layers=1.0).resolved()
+    assert explainer_train_config(full, ["introspection"], trains_projector=False).lora_layer_fraction == 1.0
+    assert run_dir_for(full) != run_dir_for(default)
+    assert run_dir_for(RunConfig(benchmarks="introspection", lora_layers=0.0).resolved()) == run_dir_for(default)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match="--lora-layers"):
+            RunConfig(lora_layers=bad).resolved()

@@ -72,11 +72,11 @@ def seed_everything(seed: int) -> None:
 NOT_IDENTITY = ("explainers", "seeds", "train_sizes")  # the last two choose runs (runs/study.py)
 # Fields that enter a run's identity only when they differ from these defaults: runs made before
 # the field existed keep their directories.
-IDENTITY_IF_SET = {"train_subset": 0}
+IDENTITY_IF_SET = {"train_subset": 0, "lora_layers": 0.0}
 # Config fields a benchmark's ground truth does not depend on: a run whose other fields equal an
 # earlier run's (say, only --epochs differs) copies that run's ground truth instead of recomputing it.
 NOT_GROUND_TRUTH = NOT_IDENTITY + ("benchmarks", "other", "epochs", "learning_rate", "lora_r", "batch_size",
-                                   "n_attribution", "answers", "train_subset")
+                                   "n_attribution", "answers", "train_subset", "lora_layers")
 
 
 def ground_truth_identity(config: dict[str, Any], benchmark: str) -> dict[str, Any] | None:
@@ -149,9 +149,12 @@ def explainer_train_config(cfg: RunConfig, benchmarks: list[str], trains_project
     train_cfg = TrainConfig(lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, learning_rate=cfg.learning_rate,
                             epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                             benchmark_repeats={b: get_benchmark(b).train_repeats.get(cfg.mode, 1) for b in benchmarks})
-    if not trains_projector:
+    if cfg.lora_layers:
+        train_cfg.lora_layer_fraction = cfg.lora_layers
+    elif not trains_projector:
         # No trainable input projector (self's vectors live in its own space, or no vectors):
-        # adapt the top half only, so backprop stops half-way (faster).
+        # adapt the top half only, so backprop stops half-way (faster). With an injected vector
+        # that leaves the lower half frozen around it: --lora-layers 1 adapts every layer.
         train_cfg.lora_layer_fraction = 0.5
     return train_cfg
 
