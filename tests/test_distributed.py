@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from selfexplain.records import Provenance, Record
 from selfexplain.training import TrainConfig, train_explainer
 
 accelerate = pytest.importorskip("accelerate")
+HERE = Path(__file__).resolve().parent
 
 # Float32 on both sides; the only difference is the order of the sums (per process, then across).
 LOSS_TOLERANCE = 1e-5  # relative, per step
@@ -50,10 +53,8 @@ def _train(out: Path) -> list[float]:
     return losses
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    """One of the launched processes (what `accelerate launch` sets up): train, write its losses."""
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo"})
+def _worker(out: str) -> None:
+    """One launched process (what `accelerate launch` sets up): train, write its losses."""
     torch.set_num_threads(1)
     dp = DataParallel.current()
     losses = _train(Path(out) / "adapter")
@@ -66,17 +67,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(fn, world: int, *args) -> None:
-    """Start `world` processes as a torch.distributed launcher does (accelerate's debug_launcher
-    does the same on a fixed port, which parallel test runs would share)."""
+def launch(world: int, out: str, timeout: float = 300) -> None:
+    """Start `world` fresh interpreters with the environment a torch.distributed launcher sets.
+    Fresh processes, not fork: a child forked after the parent's OpenMP pool started can deadlock.
+    A process that does not finish in time is killed, so a hang fails this test, never the run."""
     port = _free_port()
-    ctx = torch.multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=fn, args=(rank, world, port, *args)) for rank in range(world)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0] * world
+    code = f"import sys; sys.path[:0] = {[str(HERE), str(HERE.parent)]!r}; " \
+           f"import test_distributed as t; t._worker({out!r})"
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
+               "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    try:
+        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    codes = [p.returncode for p in procs]
+    assert codes == [0] * world, "\n".join(o[-3000:] for o in outputs)
 
 
 def _lora_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -95,7 +108,7 @@ def test_single_process_is_a_no_op():
 
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
     single = _train(tmp_path / "single")
-    launch(_worker, 2, str(tmp_path / "dp"))
+    launch(2, str(tmp_path / "dp"))
     ranks = [json.loads((tmp_path / "dp" / f"losses{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     assert ranks[0]["losses"] == ranks[1]["losses"]  # every process sees the global loss
