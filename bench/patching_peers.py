@@ -21,7 +21,8 @@ the library passes it through (a 49k-vocabulary head over every position would c
                   activation-patching helper: one forward per cell), the grid through
                   `run_with_hooks`, one forward per cell.
   selfexplain   : batched patches + the unpatched tokens before the patched position reused from
-                  the clean run's KV cache (`PatchingBenchmark._patched_answers`).
+                  the clean run's KV cache + each row run from its first patched layer on (the
+                  blocks below carry the clean run's residual) (`PatchingBenchmark._patched_answers`).
 Prints patches/s, the ratio of selfexplain to each peer, and how many answers equal the naive
 loop's (asserted: at least --agree of them, --agree-eager for TransformerLens; bf16 rounding
 differs with the batch shape and the attention kernel).
@@ -81,7 +82,7 @@ def run_selfexplain(subject, base_ids, cf_ids, cells, bench: PatchingBenchmark):
     layers = list(range(subject.num_layers))
     with record_residual(model, layers) as resid, subject.autocast():
         model(input_ids=torch.tensor([cf_ids]), logits_to_keep=1)
-    with subject.autocast():
+    with record_residual(model, layers) as clean, subject.autocast():
         cache = output_cache(model(input_ids=torch.tensor([base_ids]), use_cache=True, logits_to_keep=1))
     answers: dict[Cell, int] = {}
     for p, group in by_position(cells).items():
@@ -91,7 +92,7 @@ def run_selfexplain(subject, base_ids, cf_ids, cells, bench: PatchingBenchmark):
                 logits = model(input_ids=torch.tensor([base_ids] * len(group)), logits_to_keep=1).logits
             got = logits[:, -1].float().argmax(-1).tolist()
         else:
-            got = bench._patched_answers(subject, base_ids, cache, p, len(group), patches).tolist()
+            got = bench._patched_answers(subject, base_ids, cache, p, len(group), patches, clean).tolist()
         answers.update(zip(group, got))
     return [answers[c] for c in cells]
 

@@ -109,3 +109,47 @@ def test_left_pad_positions():
     assert batch.input_ids.tolist() == [[5, 6, 7], [0, 0, 8]]
     assert batch.position_ids.tolist() == [[0, 1, 2], [0, 0, 0]]
     assert batch.offsets == [0, 2]
+
+
+def test_skipping_clean_layers_gives_the_full_forward(tiny):
+    """Rows that start at their first patched layer, continuing the clean prefix's KV cache, get
+    the logits of a full forward of the patched prompt (float64: exact up to summation order)."""
+    from selfexplain.models.prefix_cache import cache_input, output_cache, repeat_cache
+    from selfexplain.techniques.interventions import skip_clean_layers
+
+    model = tiny.model.double()
+    a = _ids(tiny.tokenizer, "What is the capital of France ?")
+    b = _ids(tiny.tokenizer, "What is the capital of Japan ?")
+    layers = list(range(tiny.num_layers))
+    with record_residual(model, layers) as cf, torch.no_grad():
+        model(input_ids=b)
+    with record_residual(model, layers) as clean, torch.no_grad():
+        cache = output_cache(model(input_ids=a, use_cache=True))
+    start = 5  # the patched position (France | Japan); rows patch layers sorted by the first
+    blocks = [(0,), (1, 2), (2, 3), (3,)]
+    patches = [Patch(r, l, start, cf[l][0, start]) for r, ls in enumerate(blocks) for l in ls]
+    full = []
+    for r, ls in enumerate(blocks):
+        with patch_residual(model, [Patch(0, l, start, cf[l][0, start]) for l in ls]):
+            full.append(_logits(model, a)[0, -1])
+    n = len(blocks)
+    past = repeat_cache(cache, n, keep=start, copy=True)
+    suffix = a[:, start:].expand(n, -1)
+    positions = torch.arange(start, a.shape[1]).expand(n, -1)
+    shifted = [Patch(p.row, p.layer, 0, p.vector) for p in patches]
+    with torch.no_grad(), patch_residual(model, shifted), skip_clean_layers(
+            model, [ls[0] for ls in blocks], {l: h[:, start:] for l, h in clean.items()}, past):
+        got = model(input_ids=suffix, **cache_input(past), position_ids=positions).logits[:, -1]
+    torch.testing.assert_close(got, torch.stack(full), rtol=0, atol=1e-10)
+    assert not torch.allclose(full[0], full[3])  # the rows differ: the patches matter
+
+
+def test_skipping_clean_layers_rejects_unsorted_rows(tiny):
+    from selfexplain.models.prefix_cache import output_cache
+    from selfexplain.techniques.interventions import skip_clean_layers
+
+    with torch.no_grad():
+        cache = output_cache(tiny.model(input_ids=_ids(tiny.tokenizer, "What is"), use_cache=True))
+    with pytest.raises(ValueError, match="sorted"):
+        with skip_clean_layers(tiny.model, [2, 0], {}, cache):
+            pass

@@ -158,3 +158,78 @@ def inject_at_placeholder(
         yield
     finally:
         handle.remove()
+
+
+def _rows(value, n: int, k: int):
+    """`value` cut to its first `k` batch rows where it is a per-row tensor of a batch of `n`
+    (hidden states, masks, position ids, rotary tables); anything else passes unchanged.
+    One-dimensional tensors (cache positions) are never per-row."""
+    if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[0] == n:
+        return value[:k]
+    if isinstance(value, tuple):
+        return tuple(_rows(v, n, k) for v in value)
+    if isinstance(value, dict):
+        return {key: _rows(v, n, k) for key, v in value.items()}
+    return value
+
+
+def _cache_layers(cache) -> list | None:
+    """The per-layer key/value holders of a transformers 5 cache (None: unknown layout)."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or not all(hasattr(l, "keys") and hasattr(l, "values") for l in layers):
+        return None
+    return list(layers)
+
+
+def can_skip_clean_layers(cache) -> bool:
+    """Whether `skip_clean_layers` can run with this cache (a transformers 5 per-layer cache)."""
+    return _cache_layers(cache) is not None
+
+
+@contextlib.contextmanager
+def skip_clean_layers(model: torch.nn.Module, first_layers: Sequence[int], clean: dict[int, torch.Tensor],
+                      cache) -> Iterator[None]:
+    """Run each batch row only from its first patched layer on.
+
+    Below a row's first patched layer its residual stream equals the clean run's, so computing
+    it again is wasted: block l runs only the rows whose first patched layer is <= l, and the
+    other rows carry `clean[l]` (the clean run's block-l output over the positions this forward
+    runs, batch 1). Rows must be sorted by `first_layers` (ascending), so the rows a block runs
+    are a leading slice; `cache` (the KV cache this forward continues, one entry per row) is cut
+    to those rows layer by layer, and is left unusable for later forwards. Exact: a row gets the
+    numbers of the full forward up to the batch shape of its matmuls.
+    """
+    blocks = decoder_layers(model)
+    firsts = list(first_layers)
+    if firsts != sorted(firsts):
+        raise ValueError("skip_clean_layers: rows must be sorted by their first patched layer")
+    n = len(firsts)
+    cached = _cache_layers(cache)
+    if cached is None:
+        raise ValueError("skip_clean_layers: unsupported KV cache layout")
+    # At least one row runs everywhere (running a row below its first patch is just the clean
+    # computation), so every block still returns what its model's code expects.
+    active = [max(1, sum(f <= layer for f in firsts)) for layer in range(len(blocks))]
+    for layer, k in enumerate(active):
+        if k < n and cached[layer].keys is not None:
+            cached[layer].keys, cached[layer].values = cached[layer].keys[:k], cached[layer].values[:k]
+    originals = {}
+    for layer, block in enumerate(blocks):
+        k = active[layer]
+        if k == n:
+            continue
+        original = block.forward
+
+        def forward(*args, _original=original, _k=k, _layer=layer, **kwargs):
+            out = _original(*_rows(args, n, _k), **_rows(kwargs, n, _k))
+            hidden = _hidden(out)
+            filler = clean[_layer].to(hidden.device, hidden.dtype).expand(n - _k, -1, -1)
+            return _replace_hidden(out, torch.cat([hidden, filler]))
+
+        originals[layer] = block
+        block.forward = forward
+    try:
+        yield
+    finally:
+        for block in originals.values():
+            del block.forward

@@ -8,6 +8,8 @@ Ground truth is the subject's greedy answer after the patch: "unchanged from Y" 
 
 from __future__ import annotations
 
+import contextlib
+
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,7 +20,8 @@ from selfexplain.config import RunConfig
 from selfexplain.explainers.base import Explainer, Explanation
 from selfexplain.explainers.baselines import HeuristicExplainer
 from selfexplain.data.facts import Fact, data_root, load_facts
-from selfexplain.techniques.interventions import Patch, patch_residual, record_residual
+from selfexplain.techniques.interventions import (Patch, can_skip_clean_layers, patch_residual, record_residual,
+                                                   skip_clean_layers)
 from selfexplain.models.loading import LoadedModel, eval_mode
 from selfexplain.models.prefix_cache import cache_input, output_cache, repeat_cache
 from selfexplain.templates import load_templates
@@ -131,21 +134,31 @@ class PatchingBenchmark(ChangeBenchmark):
         return items
 
     def _patched_answers(self, subject: LoadedModel, ids: list[int], cache, start: int, n_rows: int,
-                         patches: list[Patch]) -> torch.Tensor:
+                         patches: list[Patch], clean: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """Next-token argmax of `n_rows` patched copies of `ids`.
 
         Tokens before `start` (the patched position) are identical in every copy and in the
-        clean run, so their KV cache is reused: only the suffix is recomputed.
+        clean run, so their KV cache is reused: only the suffix is recomputed. With `clean` (the
+        clean run's block outputs, layer -> [1, len(ids), hidden]), each row also starts at its
+        first patched layer: the blocks below it would recompute the clean run.
         """
         device = subject.device
         past = repeat_cache(cache, n_rows, keep=start, copy=True)  # the tokens before `start`
         suffix = torch.tensor([ids[start:]] * n_rows, device=device)
         positions = torch.arange(start, len(ids), device=device).expand(n_rows, -1)
-        shifted = [Patch(p.row, p.layer, p.position - start, p.vector) for p in patches]
-        with subject.autocast(), patch_residual(subject.model, shifted):
+        first = {r: min(p.layer for p in patches if p.row == r) if any(p.row == r for p in patches) else 0
+                 for r in range(n_rows)}
+        order = sorted(range(n_rows), key=lambda r: first[r])  # rows by first patched layer
+        new_row = {r: i for i, r in enumerate(order)}
+        shifted = [Patch(new_row[p.row], p.layer, p.position - start, p.vector) for p in patches]
+        skip = (contextlib.nullcontext() if clean is None or not can_skip_clean_layers(past) else
+                skip_clean_layers(subject.model, [first[r] for r in order],
+                                  {layer: h[:, start:] for layer, h in clean.items()}, past))
+        with subject.autocast(), patch_residual(subject.model, shifted), skip:
             logits = subject.model(input_ids=suffix, **cache_input(past), position_ids=positions,
                                    use_cache=True, logits_to_keep=1).logits[:, -1]
-        return logits.float().argmax(-1)
+        got = logits.float().argmax(-1)
+        return got[torch.tensor([new_row[r] for r in range(n_rows)], device=got.device)]
 
     def answer_label(self, subject: LoadedModel, token: int, options: Sequence[str]) -> str:
         for opt in list(options) + [self.t["unknown"]]:
@@ -184,7 +197,7 @@ class PatchingBenchmark(ChangeBenchmark):
                 base = self.encode(subject, item.base, item.options)
                 cf = self.encode(subject, item.cf, item.options)
                 ids = torch.tensor([base.ids], device=subject.device)
-                with subject.autocast():
+                with record_residual(subject.model, layers) as base_resid, subject.autocast():
                     out = subject.model(input_ids=ids, use_cache=True, logits_to_keep=1)
                 clean = self.answer_label(subject, int(out.logits[0, -1].float().argmax()), item.options)
                 if progress is not None:
@@ -208,8 +221,8 @@ class PatchingBenchmark(ChangeBenchmark):
                     patches = [Patch(i, layer, base.positions[kind], resid[layer][0, cf.positions[kind]])
                                for i, ((first, last), _) in enumerate(kind_rows) for layer in range(first, last + 1)]
                     rows += kind_rows
-                    answers += self._patched_answers(subject, base.ids, output_cache(out),
-                                                     base.positions[kind], len(kind_rows), patches).tolist()
+                    answers += self._patched_answers(subject, base.ids, output_cache(out), base.positions[kind],
+                                                     len(kind_rows), patches, base_resid).tolist()
                 for row, ((first, last), kind) in enumerate(rows):
                     after = self.answer_label(subject, int(answers[row]), item.options)
                     raw.append(self._record(subject, config, item, base, cf, (first, last), kind, clean, cf_clean,
