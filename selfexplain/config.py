@@ -72,9 +72,9 @@ class RunConfig:
                                                    "a trainable vector projector, e.g. self; all otherwise)"})
     shard: str = field(default="", metadata={"help": "I/N (1-based, 1 <= I <= N): compute shard I of N of the run "
                                          "in <output-dir>/shard-I-of-N/; every shard builds the same ground truth "
-                                         "and adapters, answers and scores the test records at positions I-1, "
-                                         "I-1+N, ... of the sorted record ids; `selfexplain merge` combines the "
-                                         "N shards into the unsharded run (docs/scale.md)"})
+                                         "and adapters, then answers and scores its blocks of the test split (32 "
+                                         "consecutive records each, block k to shard k mod N + 1); `selfexplain "
+                                         "merge` combines the N shards into the unsharded run (docs/scale.md)"})
 
     # Sizes are per benchmark (Benchmark.sizes) unless given; these are the fallbacks.
     # Quick mode trains one epoch in batches of 4: on the 2-core CPU, optimizer steps count more

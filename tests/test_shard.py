@@ -228,8 +228,47 @@ def test_merge_refuses_what_is_not_one_complete_run(runs, tmp_path):
                                    ["different ground truth"]),
         "not a shard": ([str(root / "full")], ["no shard of a run"]),
         "no store": ([str(tmp_path / "nowhere")], ["no results store"]),
-        "already merged": ([one, two], ["already exists", "another --output-dir"]),
     }
     for name, (dirs, fragments) in cases.items():
         code, out, err = invoke("merge", *dirs)
         one_line_error(code, out, err, *fragments)
+    # a store that already holds the run, not merged from these shards (here: the unsharded run)
+    code, out, err = invoke("merge", one, two, "--output-dir", str(root / "full"))
+    one_line_error(code, out, err, "already exists", "another --output-dir")
+
+
+# `selfexplain merge` in a fresh interpreter, with the tiny-model patching benchmark (as test_resume).
+LAUNCH = ("import sys; from selfexplain.benchmarks import register_benchmark; "
+          "from selfexplain.benchmarks.patching.benchmark import PatchingBenchmark; "
+          "register_benchmark('patching', lambda: PatchingBenchmark(option_answers_only=False)); "
+          "from selfexplain.cli import main; sys.argv[0] = 'selfexplain'; main()")
+
+
+def test_killed_merge_resumes_to_the_same_run(runs, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root, shards = runs
+    out = tmp_path / "merged"
+    for crash in ("merge-imported:1", "report:1", None):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "SELFEXPLAIN_FP32": "1"}
+        env.pop("SELFEXPLAIN_CRASH_AT", None)
+        if crash:
+            env["SELFEXPLAIN_CRASH_AT"] = crash
+        proc = subprocess.run([sys.executable, "-c", LAUNCH, "merge", *shards, "--output-dir", str(out)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        if crash:
+            assert proc.returncode == -signal.SIGKILL, (crash, proc.returncode, proc.stderr[-2000:])
+        else:
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        if crash == "merge-imported:1":  # killed inside the import: nothing of it is in the store
+            store = Store.open_existing(out)
+            assert store.runs() == []
+            store.close()
+    assert _rows(out) == _rows(root / "full")
+    store = Store.open_existing(out)
+    (run,) = store.runs()
+    assert (out / run.id / "report.html").is_file()
+    store.close()

@@ -7,7 +7,9 @@ its own store, <output-dir>/shard-I-of-N/selfexplain.db. The merge checks that t
 together (one run, one split into N, each index once, each complete, identical ground truth,
 adapters and fitted baselines), copies the ground truth and the union of the answers into the
 target store in one transaction, and then computes the leaderboard exactly as an unsharded run
-does from stored answers (Run.execute: bootstrap CIs, paired differences, report). Scores that
+does from stored answers (Run.execute: bootstrap CIs, paired differences, report). A killed merge
+resumes with the same command; merging the same shards into the same place again recomputes the
+results and exports. Scores that
 need the subject (rationales) hit the per-item caches the shards filled, copied beside the store.
 """
 
@@ -23,6 +25,7 @@ import torch
 
 from selfexplain.config import RunConfig, parse_shard, shard_dir_name
 from selfexplain.errors import ConfigError
+from selfexplain.runs import faults
 from selfexplain.runs.store import SHARD_FINISHED, STORE_NAME, Store
 
 # Ground-truth statistics and explainer info that are measurements of the process, not results.
@@ -262,7 +265,8 @@ def merge_shards(paths: Sequence[str | Path], output_dir: str | Path | None = No
             if existing is not None:
                 env = json.loads(target.db.execute("SELECT environment FROM runs WHERE id=?",
                                                    (run_id,)).fetchone()[0])
-                resuming = existing.status != "finished" and env.get("merged_from") == merged_from
+                # the same shards merged here before (perhaps killed): finish it, or recompute the exports
+                resuming = env.get("merged_from") == merged_from
                 if not resuming:
                     raise ConfigError(f"run {run_id} already exists in {target.path} (status: {existing.status}); "
                                       f"merge into another --output-dir")
@@ -321,3 +325,4 @@ def _import(target: Store, shards: Sequence[Shard], run_id: str, cfg: RunConfig,
         db.executemany("INSERT INTO explainer_runs VALUES (?, ?, ?, ?, ?, ?)",
                        [(run_id, b, e, n, json.dumps(info) if info is not None else None, done)
                         for (b, e), (n, info, done) in runs.items()])
+        faults.checkpoint("merge-imported")  # crash tests kill here, inside the transaction

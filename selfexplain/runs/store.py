@@ -220,6 +220,9 @@ class Store:
         row = self.db.execute("SELECT results, status FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise ConfigError(f"no run '{run_id}' in {self.path}")
+        if row[0] is None and row[1] == SHARD_FINISHED:
+            raise ConfigError(f"run '{run_id}' in {self.path} is one shard of a sharded run; combine all its shards "
+                              f"with `selfexplain merge`, then read the merged run")
         if row[0] is None:
             raise ConfigError(f"run '{run_id}' has no results yet (status: {row[1]}); rerun its command to finish it")
         from selfexplain.results import check_results
