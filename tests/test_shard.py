@@ -221,6 +221,8 @@ def test_merge_refuses_what_is_not_one_complete_run(runs, tmp_path):
         "same directory twice": ([one, one, two], ["given twice"]),
         "same shard twice": ([one, _copy(one, tmp_path / "copy"), two], ["shard 1/2 given twice"]),
         "different run": ([one, _with_config(two, tmp_path / "seed", seed=4)], ["different runs", "seed"]),
+        "different places": ([one, _with_config(two, tmp_path / "elsewhere", output_dir="/elsewhere")],
+                             ["different --output-dir", "pass --output-dir"]),
         "different split": ([one, _with_config(two, tmp_path / "n3", shard="2/3")], ["split the run differently"]),
         "incomplete": ([one, _copy(two, tmp_path / "partial", "UPDATE runs SET status='running', pid=NULL")],
                        ["shard 2/2", "not complete", "--shard 2/2"]),
@@ -232,6 +234,10 @@ def test_merge_refuses_what_is_not_one_complete_run(runs, tmp_path):
     for name, (dirs, fragments) in cases.items():
         code, out, err = invoke("merge", *dirs)
         one_line_error(code, out, err, *fragments)
+    # shards written to different --output-dir (say, on two machines) merge where told
+    code, out, err = invoke("merge", one, str(tmp_path / "elsewhere"), "--output-dir", str(tmp_path / "merged"))
+    assert code == 0, err[-3000:]
+    assert _rows(tmp_path / "merged") == _rows(root / "full")
     # a store that already holds the run, not merged from these shards (here: the unsharded run)
     code, out, err = invoke("merge", one, two, "--output-dir", str(root / "full"))
     one_line_error(code, out, err, "already exists", "another --output-dir")

@@ -84,6 +84,18 @@ def open_shard(path: str | Path, run: str = "") -> Shard:
     return Shard(store_dir, store, run_id, config, rows[run_id].status, index, count)
 
 
+def what_it_computes(config: dict[str, Any]) -> dict[str, Any]:
+    """A shard's saved config less which shard it is and where it was written: shards of one run
+    may have run with different --output-dir on different machines (their run ids then differ,
+    as the id covers the output directory, but they computed the same)."""
+    out = {k: v for k, v in config.items() if k not in ("shard", "output_dir")}
+    if isinstance(out.get("identity"), dict):
+        identity = dict(out["identity"])
+        identity["config"] = {k: v for k, v in (identity.get("config") or {}).items() if k != "output_dir"}
+        out["identity"] = identity
+    return out
+
+
 def check_shards(shards: Sequence[Shard]) -> None:
     """One run, one split into N, every index exactly once, every shard complete."""
     first = shards[0]
@@ -91,13 +103,11 @@ def check_shards(shards: Sequence[Shard]) -> None:
         if s.count != first.count:
             raise ConfigError(f"shards {first.label} and {s.label} split the run differently ({first.count} vs "
                               f"{s.count} shards); merge the shards of one --shard I/N split")
-        a = {k: v for k, v in first.config.items() if k != "shard"}
-        b = {k: v for k, v in s.config.items() if k != "shard"}
-        if a != b or s.run_id != first.run_id:
+        a, b = what_it_computes(first.config), what_it_computes(s.config)
+        if a != b:
             differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            raise ConfigError(f"shards {first.label} and {s.label} are of different runs ({first.run_id} vs "
-                              f"{s.run_id}; config differs in {', '.join(differ) or 'run id'}); merge the shards "
-                              f"of one run")
+            raise ConfigError(f"shards {first.label} and {s.label} are of different runs (config differs in "
+                              f"{', '.join(differ)}); merge the shards of one run")
     seen: dict[int, Shard] = {}
     for s in shards:
         if s.index in seen:
@@ -247,6 +257,10 @@ def merge_shards(paths: Sequence[str | Path], output_dir: str | Path | None = No
         check_shards(shards)
         shards.sort(key=lambda s: s.index)
         first = shards[0]
+        places = sorted({str(s.config["output_dir"]) for s in shards})
+        if not output_dir and len(places) > 1:
+            raise ConfigError(f"the shards ran with different --output-dir ({', '.join(places)}); pass --output-dir "
+                              f"for the merged run")
         cfg = merged_config(first, output_dir)
         recorded = first.config.get("identity") or {}
         current = run_identity(cfg)
@@ -298,9 +312,9 @@ def _import(target: Store, shards: Sequence[Shard], run_id: str, cfg: RunConfig,
     from selfexplain.runs.run import environment, run_dir_for, run_identity
 
     first = shards[0]
-    runs = {key: (sum(_explainer_runs(s)[key][0] for s in shards), info, max(_explainer_runs(s)[key][2]
-                                                                             for s in shards))
-            for key, (_, info, _) in _explainer_runs(first).items()}
+    per_shard = [_explainer_runs(s) for s in shards]  # the same keys in every shard (check_same_work)
+    runs = {key: (sum(r[key][0] for r in per_shard), info, max(r[key][2] for r in per_shard))
+            for key, (_, info, _) in per_shard[0].items()}
     env = {**environment(), "merged_from": merged_from}
     config = {**asdict(cfg), "identity": run_identity(cfg)}
     with target.transaction() as db:
