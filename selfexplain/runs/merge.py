@@ -272,7 +272,7 @@ def merge_shards(paths: Sequence[str | Path], output_dir: str | Path | None = No
         truth = check_same_work(shards)
         run_id = run_dir_for(cfg).name
         target = Store.for_output_dir(cfg.output_dir)
-        merged_from = ", ".join(str(s.path) for s in shards)
+        merged_from = ", ".join(str(s.path.resolve()) for s in shards)  # however the paths were spelt
         try:
             existing = {r.id: r for r in target.runs()}.get(run_id)
             resuming = False
