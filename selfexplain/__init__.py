@@ -19,12 +19,22 @@ from selfexplain.models.loading import list_models, load_model, wrap_model  # no
 
 def run(config: "RunConfig") -> dict:
     """Run (or resume) a benchmark suite; returns the results dict also saved in the run dir.
-    With --seeds or --train-sizes set, a study (runs/study.py): its pooled results (study.json)."""
+    With --seeds or --train-sizes set, a study (runs/study.py): its pooled results (study.json).
+    With shard="I/N", that shard's part (a summary); `merge` the N shards for the results."""
     from selfexplain.runs.run import Run
     from selfexplain.runs.study import Study, is_study
 
     return Study(config).execute() if is_study(config) else Run(config).execute()
 
 
+def merge(shards: list, output_dir: str | None = None, run: str = "") -> dict:
+    """Combine the shard directories of a run made with RunConfig(shard="I/N") (every I once)
+    into the run itself; returns its results, as `run` returns the unsharded run's (docs/scale.md).
+    output_dir: where to write it (default: the shards' output_dir)."""
+    from selfexplain.runs.merge import merge_shards
+
+    return merge_shards(shards, output_dir, run)
+
+
 __all__ = ["RunConfig", "get_benchmark", "list_benchmarks", "list_explainers", "list_models",
-           "load_model", "register_benchmark", "run", "wrap_model"]
+           "load_model", "merge", "register_benchmark", "run", "wrap_model"]

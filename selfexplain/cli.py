@@ -108,12 +108,11 @@ def run(**kwargs: Any) -> None:
     check_output_dir(cfg.output_dir)
 
     from selfexplain.progress import console
-    from selfexplain.report.tables import rich_tables
     from selfexplain.runs.run import Run
     from selfexplain.runs.store import STORE_NAME
 
-    _using_store(Path(cfg.output_dir) / STORE_NAME)
-    check_store_readable(Path(cfg.output_dir) / STORE_NAME)
+    _using_store(cfg.store_dir() / STORE_NAME)  # a shard's store is in <output-dir>/shard-I-of-N
+    check_store_readable(cfg.store_dir() / STORE_NAME)
     from selfexplain.runs.study import is_study
 
     if is_study(cfg):
@@ -123,13 +122,25 @@ def run(**kwargs: Any) -> None:
     _using_store(runner.store.path, runner.store)
     console.print(f"run directory: {runner.dir}")
     results = runner.execute()
+    if runner.shard:
+        i, n = runner.shard
+        answered = sum(sum(by.values()) for by in results["answered"].values())
+        typer.echo(f"shard {i}/{n} of run {runner.id} complete: {answered} answers in {runner.store.path}; when all "
+                   f"{n} are, combine them: selfexplain merge {Path(cfg.output_dir) / 'shard-*-of-'}{n}")
+        return
+    _print_results(results, f"results: {runner.store.path} (run {runner.id}); exports {runner.dir / 'results.md'} "
+                            f"and {runner.dir / 'report.html'}")
+
+
+def _print_results(results: dict[str, Any], footer: str) -> None:
     from rich.console import Console
+
+    from selfexplain.report.tables import rich_tables
 
     out = Console(width=max(150, Console().width))
     for item in rich_tables(results):
         out.print(item)
-    out.print(f"results: {runner.store.path} (run {runner.id}); exports {runner.dir / 'results.md'} and "
-              f"{runner.dir / 'report.html'}")
+    out.print(footer)
 
 
 @app.command()
@@ -197,6 +208,27 @@ def runs_cmd(output_dir: str = OUTPUT_DIR) -> None:
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated)), str(counts["records"]),
                       str(counts["predictions"]))
     Console(width=max(120, Console().width)).print(table)
+
+
+@app.command()
+def merge(shards: list[str] = typer.Argument(..., help="the shard directories <output-dir>/shard-I-of-N (all N, "
+                                                      "each once)"),
+          output_dir: str = typer.Option("", "--output-dir", help="where to write the merged run (default: the "
+                                                                   "shards' --output-dir, where the unsharded run "
+                                                                   "would be)"),
+          run: str = typer.Option("", "--run", help="the run id, when the shard directories hold shards of "
+                                                    "several runs")) -> None:
+    """Combine the shards of a run (`run ... --shard I/N`) into the run, with its leaderboard and report."""
+    if output_dir:
+        check_output_dir(output_dir)
+    from selfexplain.runs.merge import merge_shards
+
+    for path in shards:
+        check_store_readable(Path(path) / "selfexplain.db")
+    results = merge_shards(shards, output_dir or None, run)
+    run_dir = Path(results["run_dir"])
+    _print_results(results, f"merged {len(shards)} shards into {run_dir.parent / 'selfexplain.db'} (run "
+                            f"{results['run_id']}); exports {run_dir / 'results.md'} and {run_dir / 'report.html'}")
 
 
 @app.command()

@@ -70,6 +70,11 @@ class RunConfig:
     lora_layers: float = field(default=0.0, metadata={"help": "fraction of the top decoder layers a LoRA explainer "
                                                    "adapts, in (0, 1]; 0: the default (half for explainers without "
                                                    "a trainable vector projector, e.g. self; all otherwise)"})
+    shard: str = field(default="", metadata={"help": "I/N (1-based, 1 <= I <= N): compute shard I of N of the run "
+                                         "in <output-dir>/shard-I-of-N/; every shard builds the same ground truth "
+                                         "and adapters, then answers and scores its blocks of the test split (32 "
+                                         "consecutive records each, block k to shard k mod N + 1); `selfexplain "
+                                         "merge` combines the N shards into the unsharded run (docs/scale.md)"})
 
     # Sizes are per benchmark (Benchmark.sizes) unless given; these are the fallbacks.
     # Quick mode trains one epoch in batches of 4: on the 2-core CPU, optimizer steps count more
@@ -109,7 +114,20 @@ class RunConfig:
                               "ground truth has the largest of --train-sizes training records; drop --n-train")
         if cfg.epochs <= 0 or cfg.batch_size < 1:
             raise ConfigError("--epochs must be > 0 and --batch-size >= 1 (or 0 for the mode's default)")
+        if cfg.shard_spec() and (cfg.seeds.strip() or cfg.train_sizes.strip()):
+            raise ConfigError(f"--shard {cfg.shard} shards one run; --seeds and --train-sizes make several: run "
+                              "each seed or training size as its own sharded run (--seed, --train-subset)")
         return cfg
+
+    def shard_spec(self) -> tuple[int, int] | None:
+        """--shard as (I, N), 1-based; None when not sharded; ConfigError on a malformed value."""
+        return parse_shard(self.shard)
+
+    def store_dir(self) -> Path:
+        """Where this run's store, run directory and caches live: --output-dir, or its
+        shard-I-of-N subdirectory for a shard (the run's identity is the same in both)."""
+        spec = self.shard_spec()
+        return Path(self.output_dir) / shard_dir_name(*spec) if spec else Path(self.output_dir)
 
     def _check_values(self) -> None:
         """Ranges, finiteness and lists: one ConfigError naming the option, the value and what is allowed."""
@@ -195,6 +213,27 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"{path}: unknown config keys {sorted(unknown)}")
         return cls(**data)
+
+
+def parse_shard(given: str) -> tuple[int, int] | None:
+    """'I/N' -> (I, N) with 1 <= I <= N (1-based: shards 1/2 and 2/2 make a run); '' -> None."""
+    if not isinstance(given, str):
+        raise ConfigError(f"--shard must be I/N, e.g. 1/4, not {given!r}")
+    text = given.strip()
+    if not text:
+        return None
+    parts = text.split("/")
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        i, n = (int(p) for p in parts)
+        if 1 <= i <= n <= MAX_ITEMS:
+            return i, n
+    raise ConfigError(f"--shard must be I/N with 1 <= I <= N (1-based: --shard 1/4 ... --shard 4/4 for four "
+                      f"shards), not {given!r}")
+
+
+def shard_dir_name(i: int, n: int) -> str:
+    """The subdirectory of --output-dir that holds shard I of N."""
+    return f"shard-{i}-of-{n}"
 
 
 def _flag(name: str) -> str:

@@ -5,7 +5,8 @@ reaches checkpoint NAME. Unset, a checkpoint costs one dictionary lookup.
 Checkpoints: ground-truth (after a benchmark's records are computed, before they are stored),
 train-step (after each optimizer step), adapter-saved (adapter weights written, completion
 marker not yet), predictions-chunk (inside the transaction that stores a chunk of answers),
-report (results stored, exports not yet written).
+report (results stored, exports not yet written), merge-imported (inside the transaction that
+copies the shards' rows into the merged store).
 """
 
 from __future__ import annotations

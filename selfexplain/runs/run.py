@@ -69,7 +69,8 @@ def seed_everything(seed: int) -> None:
 
 # Config fields that choose what is evaluated, not what is computed: a rerun with other
 # explainers reuses the run's ground truth, adapters and answers, and adds the missing ones.
-NOT_IDENTITY = ("explainers", "seeds", "train_sizes")  # the last two choose runs (runs/study.py)
+NOT_IDENTITY = ("explainers", "seeds", "train_sizes",  # these two choose runs (runs/study.py)
+                "shard")  # which part of the run a process computes: every shard is the same run (runs/merge.py)
 # Fields that enter a run's identity only when they differ from these defaults: runs made before
 # the field existed keep their directories.
 IDENTITY_IF_SET = {"train_subset": 0, "lora_layers": 0.0}
@@ -110,6 +111,21 @@ def run_dir_for(cfg: RunConfig) -> Path:
     digest = hashlib.sha256(json.dumps(run_identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
     name = Path(cfg.subject).stem.replace("/", "_")[:MAX_NAME]  # the digest keeps long names unique
     return Path(cfg.output_dir) / f"{'+'.join(cfg.benchmark_list())}-{name}-seed{cfg.seed}-{digest}"
+
+
+def shard_ids(test: list[Record], shard: tuple[int, int] | None, block: int | None = None) -> set[str]:
+    """The ids of the test records that shard (I, N) answers and scores: blocks of `block`
+    (default PREDICTION_CHUNK) consecutive records of the stored test split, block k to shard
+    k mod N + 1. The split's order is the ground truth's, which every shard computes identically
+    (merge checks it), never the order work happens in. Blocks are the unsharded run's chunks, so
+    an explainer that answers every test record (self, other, prompted, nearest neighbour,
+    heuristics) answers each block in the very batch the unsharded run does; one record is in one
+    shard for every explainer, so its per-item caches are written by one process. None: every id."""
+    if shard is None:
+        return {r.id for r in test}
+    i, n = shard
+    size = block or PREDICTION_CHUNK
+    return {r.id for k, r in enumerate(test) if (k // size) % n == i - 1}
 
 
 def explainer_declarations(bench: Benchmark) -> dict[str, tuple[str, str, bool]]:
@@ -172,11 +188,17 @@ def environment() -> dict[str, str]:
 class Run:
     """Executes (or resumes) a run; each finished step is on disk before the next starts."""
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, check_inputs: bool = True, environment_extra: dict | None = None):
+        """check_inputs: check the data sources and resolve the models now (a wrong path fails
+        before a run directory exists); `merge` skips it: it reads no data, and loads the subject
+        only if scoring needs it. environment_extra: added to environment.json and the store."""
         self.cfg = config.resolved()
+        self.shard = self.cfg.shard_spec()
+        self._environment_extra = environment_extra or {}
         for name in self.cfg.benchmark_list():
             bench = get_benchmark(name)
-            sources_for(self.cfg, bench)  # fail fast on unknown names, sources and missing data
+            if check_inputs:
+                sources_for(self.cfg, bench)  # fail fast on unknown names, sources and missing data
             bench.validate(self.cfg)
         known = explainer_names()
         unknown = [e for e in self._explainer_names() if e not in known]
@@ -190,12 +212,14 @@ class Run:
                 raise ConfigError(f"none of --explainers {self.cfg.explainers} applies to benchmark '{name}'; it "
                                   f"runs {', '.join(explainer_order(bench))}")
             uses_other = uses_other or "other" in applicable
-        resolve_model(self.cfg.subject)  # a wrong model path fails here, before a run directory exists
-        if uses_other:
-            resolve_model(self.cfg.other)
-        self.dir = run_dir_for(self.cfg)
+        if check_inputs:
+            resolve_model(self.cfg.subject)  # a wrong model path fails here, before a run directory exists
+            if uses_other:
+                resolve_model(self.cfg.other)
+        # A shard's directory and store are in <output-dir>/shard-I-of-N; its id is the run's.
+        self.dir = self.cfg.store_dir() / run_dir_for(self.cfg).name
         self.id = self.dir.name
-        self.store = Store.for_output_dir(self.cfg.output_dir)
+        self.store = Store.for_output_dir(self.cfg.store_dir())
         self._subject: LoadedModel | None = None
         self._trained: dict[str, LoRAExplainer] = {}
 
@@ -217,16 +241,18 @@ class Run:
         identity = run_identity(self.cfg)
         self.cfg.save(self.dir / "config.json", identity)
         saved = {**asdict(self.cfg), "identity": identity}
-        env = environment()
+        env = {**environment(), **self._environment_extra}
         write_json(self.dir / "environment.json", env)
         self.store.start_run(self.id, self.dir, saved, env)
         benches = [get_benchmark(name) for name in self.cfg.benchmark_list()]
-        truths = {b.name: self.ground_truth(b) for b in benches}
+        truths = {b.name: self.ground_truth(b) for b in benches}  # every shard: all of it (docs/scale.md)
         if self.cfg.train_subset:  # a learning-curve point: nested seeded subsets of one ground truth
             from selfexplain.runs.study import training_subset
 
             truths = {n: (training_subset(records, self.cfg.train_subset, self.cfg.seed), {
                 **stats, "train_subset": self.cfg.train_subset}) for n, (records, stats) in truths.items()}
+        if self.shard:
+            return self.execute_shard(benches, truths)
         results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_dir": str(self.dir), "run_id": self.id,
                                    "config": asdict(self.cfg), "environment": env,
                                    "benchmarks": {}}
@@ -239,6 +265,30 @@ class Run:
         faults.checkpoint("report")
         self.export(results)
         return results
+
+    def execute_shard(self, benches: list[Benchmark], truths: dict[str, tuple[list[Record], dict]]) -> dict[str, Any]:
+        """A shard's part of the run: every explainer's answers to, and per-item scores of, this
+        shard's test records (shard_ids), stored; the leaderboard is computed by `merge` over all
+        shards' items (bootstrap CIs and paired differences need every item). Returns a summary."""
+        answered: dict[str, dict[str, int]] = {}
+        for bench in benches:
+            records, stats = truths[bench.name]
+            train, test = split(records, "train"), split(records, "test")
+            console.print(f"[bold]{bench.name}[/] shard {self.cfg.shard}: {len(shard_ids(test, self.shard))} of "
+                          f"{len(test)} test records; {len(train)} train records")
+            bench.prepare(self.baseline_env())
+            names = self.applicable(bench)
+            if all(r.vector is None for r in records):
+                names = [n for n in names if n not in CONTROL_EXPLAINERS]
+            scores_of: dict[str, dict[str, dict[str, Any]]] = {}
+            for name in names:
+                items, preds, _ = self.predictions(name, bench, train, test, truths)
+                scores = bench.score(items, preds)  # the expensive scores (on the subject) are cached per item
+                scores_of[name] = {r.id: {m: v[i] for m, v in scores.items()} for i, r in enumerate(items)}
+            answered[bench.name] = {n: len(s) for n, s in scores_of.items()}
+            self.store.save_item_scores(self.id, bench.name, scores_of)
+        self.store.finish_shard(self.id)
+        return {"run_id": self.id, "run_dir": str(self.dir), "shard": self.cfg.shard, "answered": answered}
 
     def export(self, results: dict[str, Any]) -> None:
         """results.json, results.md and report.html in the run directory, from the store."""
@@ -277,7 +327,7 @@ class Run:
 
     # ----- explainers ----------------------------------------------------------------------
     def baseline_env(self) -> BaselineEnv:
-        return BaselineEnv(lambda: self.subject, self.cfg, Path(self.cfg.output_dir) / "cache")
+        return BaselineEnv(lambda: self.subject, self.cfg, self.cfg.store_dir() / "cache")
 
     def trained(self, name: str, truths: dict[str, tuple[list[Record], dict]]) -> LoRAExplainer:
         """The LoRA explainer `name`, trained once on the training records of every benchmark
@@ -445,6 +495,10 @@ class Run:
         else:
             explainer.fit(train)
         items = self.test_items(explainer, test)
+        mine = shard_ids(test, self.shard)
+        # A shard answers its share of the items; positions stay those of the whole run's item list.
+        positions = {r.id: i for i, r in enumerate(items)}
+        items = [r for r in items if r.id in mine]
         if set(saved) - {r.id for r in items}:  # stale rows from another item set
             raise ConfigError(f"store {self.store.path} holds answers of '{name}' to other items for run "
                               f"{self.id}; delete the store or use another --output-dir")
@@ -454,7 +508,8 @@ class Run:
             for start in range(0, len(todo), PREDICTION_CHUNK):
                 chunk = todo[start:start + PREDICTION_CHUNK]
                 preds = explainer.explain([r.without(bench.truth_keys) for _, r in chunk])
-                self.store.add_predictions(self.id, bench.name, name, chunk[0][0], [r for _, r in chunk], preds)
+                self.store.add_predictions(self.id, bench.name, name, chunk[0][0], [r for _, r in chunk], preds,
+                                           positions=[positions[r.id] for _, r in chunk] if self.shard else None)
                 saved.update({r.id: p for (_, r), p in zip(chunk, preds)})
                 advance(len(chunk))
         info = explainer.info() if hasattr(explainer, "info") else None

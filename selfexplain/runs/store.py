@@ -29,6 +29,9 @@ from selfexplain.records import Provenance, Record
 
 STORE_NAME = "selfexplain.db"
 SCHEMA_VERSION = 1
+# Status of a shard's run (--shard I/N) whose share of the answers and scores is stored: complete
+# for `selfexplain merge`, which computes the run's results from every shard.
+SHARD_FINISHED = "shard-finished"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -173,6 +176,19 @@ class Store:
             db.execute("UPDATE runs SET results=?, status='finished', updated=? WHERE id=?",
                        (json.dumps(results, allow_nan=True), time.time(), run_id))
 
+    def save_item_scores(self, run_id: str, benchmark: str, by_explainer: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """Per-item scores of stored answers (explainer -> record id -> {score: value}), one transaction."""
+        with self.transaction() as db:
+            for explainer, by_id in by_explainer.items():
+                db.executemany("UPDATE predictions SET scores=? WHERE run_id=? AND benchmark=? AND explainer=? "
+                               "AND record_id=?", [(json.dumps(s, allow_nan=True), run_id, benchmark, explainer, rid)
+                                                   for rid, s in by_id.items()])
+
+    def finish_shard(self, run_id: str) -> None:
+        """Mark a shard's run complete: every answer and score of its share is stored."""
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET status=?, updated=? WHERE id=?", (SHARD_FINISHED, time.time(), run_id))
+
     def runs(self) -> list[RunRow]:
         """Every run, oldest first; a 'running' run whose process is gone shows as 'interrupted'."""
         cur = self.db.execute("SELECT id, run_dir, status, created, updated, subject, benchmarks, mode, seed, "
@@ -204,6 +220,9 @@ class Store:
         row = self.db.execute("SELECT results, status FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise ConfigError(f"no run '{run_id}' in {self.path}")
+        if row[0] is None and row[1] == SHARD_FINISHED:
+            raise ConfigError(f"run '{run_id}' in {self.path} is one shard of a sharded run; combine all its shards "
+                              f"with `selfexplain merge`, then read the merged run")
         if row[0] is None:
             raise ConfigError(f"run '{run_id}' has no results yet (status: {row[1]}); rerun its command to finish it")
         from selfexplain.results import check_results
@@ -238,16 +257,19 @@ class Store:
 
     # ----- predictions ---------------------------------------------------------------------
     def add_predictions(self, run_id: str, benchmark: str, explainer: str, start: int,
-                        items: Sequence[Record], explanations: Sequence[Explanation]) -> None:
-        """One chunk of an explainer's answers (positions start, start+1, ...), in one transaction."""
+                        items: Sequence[Record], explanations: Sequence[Explanation],
+                        positions: Sequence[int] | None = None) -> None:
+        """One chunk of an explainer's answers (positions start, start+1, ..., or `positions`: a
+        shard's items are not consecutive in the run's item list), in one transaction."""
         from selfexplain.runs import faults
 
+        where = list(positions) if positions is not None else [start + i for i in range(len(items))]
         with self.transaction() as db:
             db.executemany("INSERT INTO predictions (run_id, benchmark, explainer, record_id, position, text, "
                            "forward_passes, seconds, structured) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           [(run_id, benchmark, explainer, r.id, start + i, e.text, e.forward_passes, e.seconds,
+                           [(run_id, benchmark, explainer, r.id, pos, e.text, e.forward_passes, e.seconds,
                              json.dumps(e.structured()) if e.structured() else None)
-                            for i, (r, e) in enumerate(zip(items, explanations))])
+                            for pos, r, e in zip(where, items, explanations)])
             faults.checkpoint("predictions-chunk")  # crash tests kill here, inside the transaction
 
     def complete_predictions(self, run_id: str, benchmark: str, explainer: str, n_items: int,
