@@ -79,6 +79,15 @@ def test_dropped_edits_are_counted():
     assert len(kept) == 4 and len({c.kind for c in kept}) == 4
 
 
+def test_nli_options_are_verbalised_for_every_prompt():
+    from selfexplain.benchmarks.simulatability.subject import message, verbalize
+
+    v = verbalize(NLI)
+    assert v.options == ["True", "Neither", "False"] and v.gold == 0
+    assert "True, False, or Neither?" in message(v)
+    assert verbalize(CQA) == CQA  # CoS-E options are the choices themselves
+
+
 def test_las_by_hand():
     # gains per item; items 0-1 leak, items 2-4 do not.
     gains, leaks = [0.5, 0.25, 0.0, -0.25, 0.25], [1, 1, 0, 0, 0]

@@ -111,15 +111,16 @@ def train_simulator(base: LoadedModel, queries: Sequence[SimQuery], role: str, c
 
 @torch.no_grad()
 def predict(sim: LoadedModel, queries: Sequence[SimQuery], batch_size: int = 16) -> list[list[float]]:
-    """Each query's probabilities over its options (softmax of whole-answer log-likelihoods of
-    ' option' + EOS, as the simulator was trained to answer)."""
+    """Each query's probabilities over its options: softmax of the options' whole-answer
+    log-likelihoods (' option'; single-token options are read from the prompt's forward alone,
+    so a 262k vocabulary is projected only where an option has more tokens)."""
     if not queries:
         return []
-    from selfexplain.models.generation import encode_query
+    from selfexplain.models.generation import ScoreLayout, encode_query
 
-    eos = sim.tokenizer.eos_token_id
+    layout = ScoreLayout(longest_first=True, min_shared_prefix=8, continuation="tails")
     scores = option_logprobs(sim, [encode_query(sim, q.text) for q in queries],
-                             [[o + [eos] for o in option_ids(sim, q.options)] for q in queries], batch_size=batch_size)
+                             [option_ids(sim, q.options) for q in queries], batch_size=batch_size, layout=layout)
     return [s.double().softmax(-1).tolist() for s in scores]
 
 

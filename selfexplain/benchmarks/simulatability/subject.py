@@ -5,7 +5,7 @@ explanations (for self's rejection-sampling training).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Sequence
 
@@ -34,6 +34,7 @@ class TaskTemplate:
     reply: str
     respond: str
     option_separator: str
+    labels: tuple[tuple[str, str], ...] = ()  # class -> option text the prompt uses
 
 
 @lru_cache(maxsize=None)
@@ -49,7 +50,15 @@ def task_template(dataset: str) -> TaskTemplate:
         r = load_rationale_templates()[d["from_rationales"]]
         # The rationales template names the task text {document} (the cose question).
         return TaskTemplate(r.user.replace("{document}", "{question}"), r.reply, r.respond, r.option_separator)
-    return TaskTemplate(d["user"], d["reply"], p["respond"], p["option_separator"])
+    return TaskTemplate(d["user"], d["reply"], d.get("respond", p["respond"]), d.get("option_separator",
+                        p["option_separator"]), tuple((d.get("labels") or {}).items()))
+
+
+def verbalize(item: Item) -> Item:
+    """The item with its classes as the template's option texts (e-SNLI: True / Neither / False):
+    the subject, the explainers and the simulator all see these."""
+    labels = dict(task_template(item.dataset).labels)
+    return replace(item, options=[labels.get(o, o) for o in item.options]) if labels else item
 
 
 def message(item: Item) -> str:
