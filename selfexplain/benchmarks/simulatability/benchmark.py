@@ -33,7 +33,7 @@ from selfexplain.benchmarks.simulatability import simulator as S
 from selfexplain.benchmarks.simulatability.counterfactuals import (OUTCOMES, Counterfactual, edit_kinds,
                                                                    make_counterfactuals, spec)
 from selfexplain.benchmarks.simulatability.data import LOADERS, Item, resolve
-from selfexplain.benchmarks.simulatability.metrics import las, macro_las, paired_las_difference
+from selfexplain.benchmarks.simulatability.metrics import macro_las, paired_las_difference
 from selfexplain.benchmarks.simulatability.subject import (answers, explain_query, instruction, probe_text,
                                                            sample_explanations, verbalize)
 from selfexplain.config import RunConfig
@@ -231,8 +231,6 @@ class SimulatabilityBenchmark(Benchmark):
         pool_of = lambda role: [(units[i][2], units[i][3], answered[i][0], answered[i][1], expl[i])  # noqa: E731
                                 for i in sim_idx if units[i][1] == role]
         # The selection simulator picks each training item's best candidate.
-        from selfexplain.explainers.lora import copy_of
-
         sim_stats = {}
         selector, sim_stats["select"] = self._train_simulator(base, pool_of("select"), "select", config)
         rows, owner = [], []
