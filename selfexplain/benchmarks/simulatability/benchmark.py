@@ -100,7 +100,7 @@ class SimulatabilityBenchmark(Benchmark):
                          "negated questions (CoS-E).")
 
     def __init__(self, temperature: float = 1.0, simulator_epochs: float = 1.0,
-                 simulator_learning_rate: float = 1e-3, simulator: str = ""):
+                 simulator_learning_rate: float = 2e-4, simulator: str = ""):
         """temperature: of self's sampled candidate explanations; simulator_*: the two simulators'
         training; simulator: the simulator's base model ('' = the run's --other model)."""
         self.temperature = temperature
