@@ -213,7 +213,7 @@ def skip_clean_layers(model: torch.nn.Module, first_layers: Sequence[int], clean
     for layer, k in enumerate(active):
         if k < n and cached[layer].keys is not None:
             cached[layer].keys, cached[layer].values = cached[layer].keys[:k], cached[layer].values[:k]
-    originals = {}
+    replaced = []
     for layer, block in enumerate(blocks):
         k = active[layer]
         if k == n:
@@ -226,10 +226,10 @@ def skip_clean_layers(model: torch.nn.Module, first_layers: Sequence[int], clean
             filler = clean[_layer].to(hidden.device, hidden.dtype).expand(n - _k, -1, -1)
             return _replace_hidden(out, torch.cat([hidden, filler]))
 
-        originals[layer] = block
+        replaced.append(block)
         block.forward = forward
     try:
         yield
     finally:
-        for block in originals.values():
+        for block in replaced:
             del block.forward

@@ -9,7 +9,6 @@ Ground truth is the subject's greedy answer after the patch: "unchanged from Y" 
 from __future__ import annotations
 
 import contextlib
-
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -146,8 +145,9 @@ class PatchingBenchmark(ChangeBenchmark):
         past = repeat_cache(cache, n_rows, keep=start, copy=True)  # the tokens before `start`
         suffix = torch.tensor([ids[start:]] * n_rows, device=device)
         positions = torch.arange(start, len(ids), device=device).expand(n_rows, -1)
-        first = {r: min(p.layer for p in patches if p.row == r) if any(p.row == r for p in patches) else 0
-                 for r in range(n_rows)}
+        first = dict.fromkeys(range(n_rows), 0)  # each row's first patched layer (0: no patch)
+        for p in sorted(patches, key=lambda p: -p.layer):
+            first[p.row] = p.layer
         order = sorted(range(n_rows), key=lambda r: first[r])  # rows by first patched layer
         new_row = {r: i for i, r in enumerate(order)}
         shifted = [Patch(new_row[p.row], p.layer, p.position - start, p.vector) for p in patches]
